@@ -1,0 +1,17 @@
+# Trainer settings read by tools/train_net.py.
+train = dict(
+    output_dir="./output",
+    init_checkpoint="",
+    max_iter=90000,
+    # Mixed precision: dtype "float16" (with a grad scaler) or "bfloat16".
+    amp=dict(enabled=False, dtype="float16"),
+    # Optimizer step every `grad_accum_steps` iterations of total_batch_size / grad_accum_steps
+    # images each: batch 64 on fewer GPUs.
+    grad_accum_steps=1,
+    ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),
+    checkpointer=dict(period=5000, max_to_keep=100),
+    eval_period=5000,
+    log_period=20,
+    device="cuda",  # tools/train_net.py falls back to "cpu" when CUDA is unavailable
+    seed=-1,  # -1: a random seed, logged
+)

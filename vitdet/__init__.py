@@ -1,0 +1,1 @@
+"""vitdet: plain ViT backbones for detection."""

@@ -1,0 +1,51 @@
+"""Non-overlapping window partition and its inverse (pure tensor functions, NHWC)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def window_partition(x: torch.Tensor, window_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Split a token map into windows, zero-padding bottom/right to a multiple of the window.
+
+    Args:
+        x: (B, H, W, C) tokens.
+        window_size: side of the square window.
+    Returns:
+        windows: (B * num_windows, window_size, window_size, C), row-major over windows.
+        (Hp, Wp): padded height and width.
+    """
+    b, h, w, c = x.shape
+    pad_h = (window_size - h % window_size) % window_size
+    pad_w = (window_size - w % window_size) % window_size
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # zero rows/cols at the bottom/right
+    hp, wp = h + pad_h, w + pad_w
+    # b (nh ws) (nw ws) c -> (b nh nw) ws ws c
+    x = x.view(b, hp // window_size, window_size, wp // window_size, window_size, c)
+    windows = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, c)
+    return windows, (hp, wp)
+
+
+def window_unpartition(
+    windows: torch.Tensor, window_size: int, pad_hw: tuple[int, int], hw: tuple[int, int]
+) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: stitch windows back and crop the padding.
+
+    Args:
+        windows: (B * num_windows, window_size, window_size, C).
+        pad_hw: (Hp, Wp) returned by :func:`window_partition`.
+        hw: (H, W) before padding.
+    Returns:
+        (B, H, W, C) tokens.
+    """
+    hp, wp = pad_hw
+    h, w = hw
+    nh, nw = hp // window_size, wp // window_size
+    b = windows.shape[0] // (nh * nw)
+    # (b nh nw) ws ws c -> b (nh ws) (nw ws) c
+    x = windows.view(b, nh, nw, window_size, window_size, -1)
+    x = x.permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, -1)
+    if hp > h or wp > w:
+        x = x[:, :h, :w, :].contiguous()
+    return x
