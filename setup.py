@@ -3,6 +3,7 @@
 Every dependency of the project is declared here and nowhere else. detectron2 itself is not
 on PyPI under its own name; ``scripts/setup_env.sh`` installs it (see README).
 """
+
 from setuptools import find_packages, setup
 
 setup(

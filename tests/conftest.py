@@ -1,4 +1,5 @@
 """Shared test settings: CPU, seeded, few threads."""
+
 import os
 import random
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Optimizer pieces of the ViTDet recipe: layer-wise lr decay and weight-decay exclusions."""
+
 from __future__ import annotations
 
 import torch.nn as nn

@@ -1,4 +1,5 @@
 """Position embeddings: absolute (pretraining layout, resampled) and decomposed relative."""
+
 from __future__ import annotations
 
 import math
@@ -7,7 +8,9 @@ import torch
 import torch.nn.functional as F
 
 
-def resample_abs_pos(pos_embed: torch.Tensor, has_cls_token: bool, hw: tuple[int, int]) -> torch.Tensor:
+def resample_abs_pos(
+    pos_embed: torch.Tensor, has_cls_token: bool, hw: tuple[int, int]
+) -> torch.Tensor:
     """Resample an absolute position embedding stored in the pretraining layout to a token grid.
 
     Args:

@@ -1,4 +1,5 @@
 """Simple feature pyramid of ViTDet: p2..p6 built from the backbone's last stride-16 map only."""
+
 from __future__ import annotations
 
 import math
@@ -50,7 +51,8 @@ class SimpleFeaturePyramid(Backbone):
         bad = [s for s in scale_factors if float(s) not in ALLOWED_SCALES]
         if bad or not scale_factors:
             raise ValueError(
-                f"scale_factors {list(scale_factors)} not supported; allowed: {list(ALLOWED_SCALES)}"
+                f"scale_factors {list(scale_factors)} not supported; "
+                f"allowed: {list(ALLOWED_SCALES)}"
             )
         self.net = net
         self.in_feature = in_feature
@@ -119,13 +121,13 @@ class SimpleFeaturePyramid(Backbone):
         return {"size_divisibility": self._size_divisibility, "square_size": self._square_pad}
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """x: (B, C_in, H, W) -> {"p2": (B, out_channels, H/4, W/4), ..., "p6": (.., H/64, W/64)}."""
+        """x: (B, C_in, H, W) -> {"p2": (B, out_channels, H/4, W/4), ..., "p6": (H/64, W/64)}."""
         features = self.net(x)[self.in_feature]
         results = [stage(features) for stage in self.stages]
         if self.top_block is not None:
             top_in = results[self._out_features.index(self.top_block.in_feature)]
             results.extend(self.top_block(top_in))
-        return dict(zip(self._out_features, results))
+        return dict(zip(self._out_features, results, strict=True))
 
     def output_shape(self) -> dict[str, ShapeSpec]:
         return {

@@ -3,6 +3,7 @@
 NHWC inside the network; the single stride-16 output map is NCHW (detectron2 ``Backbone``).
 Parameter names and shapes follow the released ViTDet checkpoints (``backbone.net.*``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -48,7 +49,7 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, C_in, H, W) -> (B, ceil(H / p), ceil(W / p), C); partial patches are zero-padded."""
+        """x: (B, C_in, H, W) -> (B, ceil(H / p), ceil(W / p), C); partial patches zero-padded."""
         p = self.patch_size
         pad_h, pad_w = -x.shape[-2] % p, -x.shape[-1] % p
         if pad_h or pad_w:
@@ -121,7 +122,9 @@ class Attention(nn.Module):
 
         if self.use_fused_attn:
             out = F.scaled_dot_product_attention(
-                q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0),
+                q.unsqueeze(0),
+                k.unsqueeze(0),
+                v.unsqueeze(0),
                 attn_mask=None if bias is None else bias.unsqueeze(0).to(q.dtype),
             ).squeeze(0)
         else:
@@ -282,7 +285,8 @@ class ViT(Backbone):
         self._pos_cache: dict[tuple, torch.Tensor] = {}
 
         grid = img_size // patch_size
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth decay rule
+        # stochastic depth rises linearly from 0 to drop_path_rate over the blocks
+        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
             Block(
                 dim=embed_dim,

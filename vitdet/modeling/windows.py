@@ -1,4 +1,5 @@
 """Non-overlapping window partition and its inverse (pure tensor functions, NHWC)."""
+
 from __future__ import annotations
 
 import torch

@@ -1,0 +1,72 @@
+"""Layer-wise lr decay and weight-decay exclusions on the real parameter names."""
+
+import pytest
+import torch
+from detectron2.config import LazyConfig, instantiate
+
+from vitdet.solver import vit_layer_id, vit_lr_decay_rate
+
+from conftest import KEYS_DIR, REPO
+
+NAMES = [
+    line.split("\t")[0]
+    for line in (KEYS_DIR / "mask_rcnn_vitdet_b_100ep.txt").read_text().splitlines()
+]
+
+
+def test_layer_ids_of_released_names():
+    ids = {name: vit_layer_id(name, 12) for name in NAMES}
+    assert ids["backbone.net.pos_embed"] == 0
+    assert ids["backbone.net.patch_embed.proj.weight"] == 0
+    assert ids["backbone.net.blocks.0.attn.qkv.weight"] == 1
+    assert ids["backbone.net.blocks.11.mlp.fc2.bias"] == 12
+    assert ids["backbone.simfp_2.0.weight"] == 13
+    assert ids["roi_heads.box_predictor.cls_score.weight"] == 13
+    assert set(ids.values()) == set(range(14))
+    # every block index in the names maps to its own layer
+    for name, layer in ids.items():
+        if ".blocks." in name:
+            assert layer == int(name.split(".")[3]) + 1
+
+
+def test_decay_rate_values():
+    assert vit_lr_decay_rate("backbone.net.pos_embed", lr_decay_rate=0.7, num_layers=12) == (
+        pytest.approx(0.7**13)
+    )
+    assert vit_lr_decay_rate("backbone.net.blocks.11.norm1.weight", lr_decay_rate=0.7) == (
+        pytest.approx(0.7)
+    )
+    assert vit_lr_decay_rate("roi_heads.mask_head.predictor.weight", lr_decay_rate=0.7) == 1.0
+
+
+def test_param_groups_of_recipe():
+    cfg = LazyConfig.load(str(REPO / "configs/COCO/mask_rcnn_vitdet_b_100ep.py"))
+    net = cfg.model.backbone.net
+    net.update(embed_dim=32, depth=3, num_heads=2, global_attn_indexes=(2,))
+    cfg.optimizer.params.num_layers = 3
+    model = instantiate(cfg.model)
+    cfg.optimizer.params.model = model
+    optimizer = instantiate(cfg.optimizer)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    by_param = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            by_param[p] = group
+    names = dict(model.named_parameters())
+    assert set(by_param) == set(names.values())  # every parameter is optimised exactly once
+
+    def hp(name):
+        g = by_param[names[name]]
+        return g["lr"], g["weight_decay"]
+
+    base, wd, decay = 1e-4, 0.1, 0.7
+    assert hp("backbone.net.pos_embed") == (pytest.approx(base * decay**4), 0.0)
+    assert hp("backbone.net.patch_embed.proj.weight") == (pytest.approx(base * decay**4), wd)
+    assert hp("backbone.net.blocks.0.attn.rel_pos_h") == (pytest.approx(base * decay**3), 0.0)
+    assert hp("backbone.net.blocks.2.norm1.weight") == (pytest.approx(base * decay), 0.0)
+    assert hp("backbone.net.blocks.2.mlp.fc1.weight") == (pytest.approx(base * decay), wd)
+    # channel-first LayerNorm of the pyramid and heads: no weight decay either
+    assert hp("backbone.simfp_2.1.weight") == (pytest.approx(base), 0.0)
+    assert hp("backbone.simfp_2.4.norm.weight") == (pytest.approx(base), 0.0)
+    assert hp("roi_heads.box_head.conv1.norm.bias") == (pytest.approx(base), 0.0)
+    assert hp("roi_heads.box_head.fc1.weight") == (pytest.approx(base), wd)
