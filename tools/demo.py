@@ -1,0 +1,89 @@
+#!/usr/bin/env python
+"""Draw a trained model's detections on images and videos, and save them as COCO results.
+
+    tools/demo.py --config-file configs/Synthetic/mask_rcnn_vitdet_tiny.py \
+        --weights output/synthetic/model_final.pth \
+        --input datasets/synthetic/val 'more/*.jpg' clip.mp4 --output output/demo \
+        [--confidence-threshold 0.5] [-- key=value ...]
+
+Inputs are files, directories (searched recursively for image and video files) and glob
+patterns. Writes ``<output>/<name>.jpg`` per image, ``<name>.mp4`` per video and
+``<output>/predictions.json`` (see ``vitdet/demo.py``; how odd images are read:
+``vitdet/images.py``). Config overrides go last, after ``--`` or after an option that takes
+one value. Exit status: 0 when every input succeeded, 1 when any failed (each reported as
+``FAILED <path>: <reason>``), 2 on usage errors such as no input matching.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+
+from vitdet.checkpoint import CheckpointError
+from vitdet.demo import run_demo
+from vitdet.images import expand_inputs
+from vitdet.predictor import Predictor
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--config-file", required=True, help="LazyConfig (.py) of the model")
+    parser.add_argument("--weights", required=True, help="trained detector weights (.pth, .pkl)")
+    parser.add_argument(
+        "--input", nargs="+", required=True, help="image / video files, directories, globs"
+    )
+    parser.add_argument("--output", required=True, help="directory for pictures and json")
+    parser.add_argument(
+        "--confidence-threshold",
+        type=float,
+        default=0.5,
+        help="draw and record detections scoring at least this (default: 0.5)",
+    )
+    parser.add_argument("overrides", nargs="*", help="config overrides key=value, last")
+    args = parser.parse_args(argv)
+    misplaced = [s for s in args.input if OVERRIDE.match(s) and not os.path.exists(s)]
+    if misplaced:
+        parser.error(f"{misplaced} look like config overrides: put them after '--'")
+    for option, path in (("--config-file", args.config_file), ("--weights", args.weights)):
+        if not os.path.isfile(path):
+            parser.error(f"{option}: no such file: {path}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    inputs, unmatched = expand_inputs(args.input)
+    for spec in unmatched:
+        print(f"FAILED {spec}: no file matches", file=sys.stderr)
+    if not inputs:
+        print("error: no input files found", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        predictor = Predictor.from_config_file(
+            args.config_file,
+            args.weights,
+            overrides=args.overrides,
+            score_threshold=args.confidence_threshold,
+        )
+    except CheckpointError as e:  # weights of another model, or not a checkpoint
+        print(f"error: --weights {args.weights}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    failures = run_demo(predictor, inputs, Path(args.output))
+    num_failed = len(failures) + len(unmatched)
+    if num_failed:
+        print(f"{num_failed} input(s) failed", file=sys.stderr)
+    return EXIT_SOME_FAILED if num_failed else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
