@@ -1,0 +1,84 @@
+# A small ViTDet trained from scratch on the synthetic shapes set (synthetic_train /
+# synthetic_val, generated under $DETECTRON2_DATASETS/synthetic when absent) on 2 CPU cores.
+# Same model and recipe code as configs/COCO, smaller numbers; each change says why.
+from detectron2.config import LazyCall as L
+from detectron2.solver import WarmupParamScheduler
+from fvcore.common.param_scheduler import CosineParamScheduler
+
+from vitdet.data.synthetic import CLASSES
+
+from ..common.data.coco_lsj import dataloader
+from ..common.models.mask_rcnn_vitdet import model
+from ..common.optim import AdamW as optimizer
+from ..common.train import train
+
+image_size = 256  # the synthetic images are 256 x 256; == LSJ crop == square_pad == img_size
+pyramid_channels = 64  # every pyramid level, the RPN head and the RoI heads' input
+
+# ViT: 256 px / patch 16 = 16 x 16 tokens; window 8 = 2 x 2 windows, 2 global blocks.
+net = model.backbone.net
+net.img_size = image_size
+net.embed_dim = 192
+net.depth = 6
+net.num_heads = 3  # head dim 64, as in ViT-B
+net.window_size = 8
+net.global_attn_indexes = (2, 5)
+net.drop_path_rate = 0.05
+net.pretrain_img_size = image_size  # no pretraining: learn the position table at 16 x 16
+model.backbone.out_channels = pyramid_channels
+
+# Objects are 17-126 px wide at 256 px (areas 300-16000 px^2): anchors a quarter of the
+# 1024 px ones, so each level keeps its anchor/stride ratio of 8.
+model.proposal_generator.anchor_generator.sizes = [[16], [32], [64], [128], [256]]
+model.proposal_generator.head.in_channels = pyramid_channels
+# Proposals: 1/16 of the pixels of a 1024 px image and at most 6 objects per image.
+model.proposal_generator.pre_nms_topk = (1000, 1000)
+model.proposal_generator.post_nms_topk = (500, 500)
+
+# RoI heads sized for the CPU (see the step-time table below): 2fc box head (no convs),
+# 128 RoIs per image, 2-conv mask head, all at pyramid_channels.
+roi_heads = model.roi_heads
+roi_heads.num_classes = len(CLASSES)
+roi_heads.batch_size_per_image = 128
+# RoI -> level assignment scaled like the anchors (224 / 4): without it every RoI of a 256 px
+# image lands on p2 and RoIAlign's backward there costs as much as the whole backbone.
+roi_heads.box_pooler.canonical_box_size = 56
+roi_heads.mask_pooler.canonical_box_size = 56
+roi_heads.box_head.input_shape.channels = pyramid_channels
+roi_heads.box_head.conv_dims = []
+roi_heads.box_head.fc_dims = [256, 256]
+roi_heads.box_predictor.input_shape.channels = 256
+roi_heads.mask_head.input_shape.channels = pyramid_channels
+roi_heads.mask_head.conv_dims = [pyramid_channels] * 3  # 2 convs + the upsampling deconv
+
+# Data: LSJ at 256 px with a narrower scale range (0.1 would shrink a 17 px object to 2 px).
+dataloader.train.dataset.names = "synthetic_train"
+dataloader.test.dataset.names = "synthetic_val"
+dataloader.train.mapper.augmentations[1].update(
+    min_scale=0.5, max_scale=1.5, target_height=image_size, target_width=image_size
+)
+dataloader.train.mapper.augmentations[2].crop_size = (image_size, image_size)
+dataloader.test.mapper.augmentations[0].update(short_edge_length=image_size, max_size=image_size)
+dataloader.train.total_batch_size = 8
+dataloader.train.aspect_ratio_grouping = False  # all inputs are padded to one square anyway
+dataloader.train.num_workers = 1
+dataloader.test.num_workers = 1
+
+# Schedule: 600 it x 8 images = 8 epochs of the 600 training images.
+train.max_iter = 600
+train.eval_period = 500
+train.checkpointer.period = 500
+train.log_period = 20
+train.seed = 0
+train.device = "cpu"
+
+optimizer.lr = 4e-4  # from scratch, batch 8
+optimizer.weight_decay = 0.05
+optimizer.params.lr_decay_rate = 1.0  # no pretrained layers to protect
+optimizer.params.num_layers = net.depth
+
+lr_multiplier = L(WarmupParamScheduler)(
+    scheduler=L(CosineParamScheduler)(start_value=1.0, end_value=0.01),
+    warmup_length=100 / train.max_iter,
+    warmup_factor=0.001,
+)

@@ -1,0 +1,364 @@
+"""tools/train_net.py on a tiny generated dataset: training, evaluation, exact resume, atomic
+checkpoints, checked overrides, dataset errors; the engine pieces in isolation."""
+
+import importlib.util
+import json
+import shutil
+import uuid
+
+import numpy as np
+import pytest
+import torch
+from detectron2.config import LazyConfig, instantiate
+from detectron2.utils.events import EventStorage
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from vitdet.data.synthetic import CLASSES, generate
+from vitdet.engine import AtomicCheckpointer, ConfigError, Trainer, build_resumable_train_loader
+from vitdet.engine.config import load_config, setup_datasets
+
+from conftest import REPO
+
+SYNTHETIC_CONFIG = str(REPO / "configs" / "Synthetic" / "mask_rcnn_vitdet_tiny.py")
+COCO_CONFIG = str(REPO / "configs" / "COCO" / "mask_rcnn_vitdet_b_100ep.py")
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def _load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train_net = _load_tool("train_net")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """8 train / 4 val synthetic images of 128 px: {"train": (json, dir), "val": (json, dir)}."""
+    root = tmp_path_factory.mktemp("synthetic")
+    splits = generate(root, num_train=8, num_val=4, image_size=128, seed=0)
+    return {name.split("_")[1]: (str(j), str(d)) for name, (j, d) in splits.items()}
+
+
+def register_args(dataset) -> tuple[list[str], str, str]:
+    """``--register-coco`` arguments under fresh names (the catalog is per process)."""
+    tag = uuid.uuid4().hex[:8]
+    train, val = f"tiny_train_{tag}", f"tiny_val_{tag}"
+    args = ["--register-coco", train, *dataset["train"], "--register-coco", val, *dataset["val"]]
+    return args, train, val
+
+
+def tiny_overrides(output_dir, train_name: str, val_name: str, max_iter: int = 4) -> list[str]:
+    """The Synthetic recipe at toy size: 128 px, a 2-block ViT, few RoIs, 2 images a step."""
+    return [
+        f"train.output_dir={output_dir}",
+        f"dataloader.train.dataset.names={train_name}",
+        f"dataloader.test.dataset.names={val_name}",
+        f"train.max_iter={max_iter}",
+        "train.checkpointer.period=2",
+        "train.eval_period=0",
+        "train.log_period=1",
+        "model.backbone.net.img_size=128",
+        "model.backbone.net.pretrain_img_size=128",
+        "model.backbone.net.embed_dim=32",
+        "model.backbone.net.depth=2",
+        "model.backbone.net.num_heads=2",
+        "model.backbone.net.window_size=4",
+        "model.backbone.net.global_attn_indexes=[1]",
+        "optimizer.params.num_layers=2",
+        "model.backbone.out_channels=32",
+        "model.proposal_generator.head.in_channels=32",
+        "model.proposal_generator.pre_nms_topk=[100,100]",
+        "model.proposal_generator.post_nms_topk=[50,50]",
+        "model.roi_heads.batch_size_per_image=16",
+        "model.roi_heads.box_head.input_shape.channels=32",
+        "model.roi_heads.box_head.fc_dims=[32]",
+        "model.roi_heads.box_predictor.input_shape.channels=32",
+        "model.roi_heads.mask_head.input_shape.channels=32",
+        "model.roi_heads.mask_head.conv_dims=[32,32]",
+        "dataloader.train.mapper.augmentations.1.target_height=128",
+        "dataloader.train.mapper.augmentations.1.target_width=128",
+        "dataloader.train.mapper.augmentations.2.crop_size=[128,128]",
+        "dataloader.test.mapper.augmentations.0.short_edge_length=128",
+        "dataloader.test.mapper.augmentations.0.max_size=128",
+        "dataloader.train.total_batch_size=2",
+        "dataloader.train.num_workers=0",
+        "dataloader.test.num_workers=0",
+    ]
+
+
+def run(argv: list[str]) -> int:
+    return train_net.cli(["--config-file", SYNTHETIC_CONFIG, *argv])
+
+
+@pytest.fixture(scope="module")
+def full_run(dataset, tmp_path_factory):
+    """4 iterations, checkpoints after iterations 2 and 4, evaluation at the end."""
+    output_dir = tmp_path_factory.mktemp("full")
+    register, train_name, val_name = register_args(dataset)
+    overrides = tiny_overrides(output_dir, train_name, val_name)
+    assert run([*register, *overrides]) == 0
+    return output_dir
+
+
+def read_metrics(output_dir) -> list[dict]:
+    return [json.loads(line) for line in (output_dir / "metrics.json").read_text().splitlines()]
+
+
+def load_pth(path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_run_writes_logs_events_and_checkpoints(full_run):
+    rows = read_metrics(full_run)
+    train_rows = [r for r in rows if "total_loss" in r]
+    assert [r["iteration"] for r in train_rows] == [0, 1, 2, 3]
+    assert all(np.isfinite(r["total_loss"]) and r["lr"] > 0 for r in train_rows)
+    final = rows[-1]  # the evaluation after the last iteration
+    assert final["train_iterations"] == 4 and final["train_seconds"] > 0
+    assert {"bbox/AP", "segm/AP", "bbox/AP-circle"} <= final.keys()
+    assert list(full_run.glob("events.out.tfevents.*"))
+    assert (full_run / "config.yaml").is_file()
+
+    names = sorted(p.name for p in full_run.glob("*.pth"))
+    assert names == ["model_0000001.pth", "model_0000003.pth", "model_final.pth"]
+    assert (full_run / "last_checkpoint").read_text() == "model_final.pth"
+    assert not list(full_run.glob("*.tmp"))
+    state = load_pth(full_run / "model_final.pth")
+    assert state["iteration"] == 3 and state["trainer"]["iteration"] == 3
+    assert {"model", "optimizer"} <= state.keys() | state["trainer"].keys()
+
+
+def test_evaluation_equals_pycocotools_on_kept_results(full_run, dataset):
+    results = json.loads((full_run / "eval_results.json").read_text())
+    detections = json.loads((full_run / "inference" / "coco_instances_results.json").read_text())
+    assert detections, "the tiny model should still output (low-score) detections"
+    ground_truth = COCO(dataset["val"][0])
+    for task in ("bbox", "segm"):
+        # mask AP: areas from the masks, as detectron2 does (a bbox would set the area)
+        dts = [{k: v for k, v in d.items() if task == "bbox" or k != "bbox"} for d in detections]
+        coco_eval = COCOeval(ground_truth, ground_truth.loadRes(dts), task)
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+        expected = [100 * s if s >= 0 else float("nan") for s in coco_eval.stats[:6]]
+        ours = [results[task][m] for m in METRICS]
+        np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-9)
+        assert {f"AP-{name}" for name in CLASSES} <= results[task].keys()
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(full_run, dataset, tmp_path):
+    # The interrupted run: it wrote the checkpoint after iteration 2 and died before 4.
+    output_dir = tmp_path / "resumed"
+    output_dir.mkdir()
+    shutil.copy(full_run / "model_0000001.pth", output_dir)
+    (output_dir / "last_checkpoint").write_text("model_0000001.pth")
+
+    register, train_name, val_name = register_args(dataset)
+    overrides = tiny_overrides(output_dir, train_name, val_name)
+    assert run(["--resume", *register, *overrides]) == 0
+
+    rows = [r for r in read_metrics(output_dir) if "total_loss" in r]
+    assert [r["iteration"] for r in rows] == [2, 3]  # continued, not restarted
+    full_rows = {r["iteration"]: r for r in read_metrics(full_run) if "total_loss" in r}
+    for row in rows:  # same batches, same RoI sampling: same losses
+        assert row["total_loss"] == pytest.approx(full_rows[row["iteration"]]["total_loss"], 1e-6)
+
+    resumed = load_pth(output_dir / "model_final.pth")
+    uninterrupted = load_pth(full_run / "model_final.pth")
+    assert resumed["iteration"] == uninterrupted["iteration"] == 3
+    for key, value in uninterrupted["model"].items():
+        torch.testing.assert_close(resumed["model"][key], value, rtol=0, atol=1e-6)
+    for group, expected in zip(
+        resumed["trainer"]["optimizer"]["param_groups"],
+        uninterrupted["trainer"]["optimizer"]["param_groups"],
+        strict=True,
+    ):
+        assert group["lr"] == pytest.approx(expected["lr"])
+    states = resumed["trainer"]["optimizer"]["state"]
+    for index, expected in uninterrupted["trainer"]["optimizer"]["state"].items():
+        torch.testing.assert_close(states[index]["exp_avg"], expected["exp_avg"], atol=1e-6, rtol=0)
+
+
+def test_crash_while_saving_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    model = torch.nn.Linear(3, 2)
+    checkpointer = AtomicCheckpointer(model, str(tmp_path))
+    checkpointer.save("model_0000001")
+    good = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def crash_mid_write(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash_mid_write)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    for name in ("model_0000001", "model_0000002"):  # overwrite the good one, or a new one
+        with pytest.raises(OSError, match="disk full"):
+            checkpointer.save(name)
+    monkeypatch.undo()
+
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint", "model_0000001.pth"]
+    fresh = torch.nn.Linear(3, 2)
+    AtomicCheckpointer(fresh, str(tmp_path)).resume_or_load("", resume=True)
+    for key, value in good.items():
+        assert torch.equal(fresh.state_dict()[key], value)
+
+
+def test_resume_from_a_checkpoint_of_another_model_is_an_error(tmp_path):
+    AtomicCheckpointer(torch.nn.Linear(3, 2), str(tmp_path)).save("model_final")
+    other = AtomicCheckpointer(torch.nn.Linear(3, 4), str(tmp_path))
+    with pytest.raises(RuntimeError, match="reshaped keys"):
+        other.resume_or_load("", resume=True)
+
+
+def test_override_typo_fails_clearly(capsys):
+    assert run(["model.backbone.net.embed_dimm=64"]) == 2
+    err = capsys.readouterr().err
+    assert "'model.backbone.net' has no key 'embed_dimm'" in err and "embed_dim" in err
+    assert run(["train.amp.enable=True"]) == 2
+    assert "did you mean enabled" in capsys.readouterr().err
+
+
+def test_overrides_accept_constructor_arguments_and_list_items():
+    cfg = load_config(
+        SYNTHETIC_CONFIG,
+        [
+            "model.backbone.net.use_act_checkpoint=True",  # a ViT argument the config omits
+            "dataloader.train.mapper.augmentations.0.horizontal=False",
+            "+train.note=added on purpose",
+        ],
+    )
+    assert cfg.model.backbone.net.use_act_checkpoint is True
+    assert cfg.dataloader.train.mapper.augmentations[0].horizontal is False
+    with pytest.raises(ConfigError, match="list of 3 items"):
+        load_config(SYNTHETIC_CONFIG, ["dataloader.train.mapper.augmentations.3.pad=True"])
+
+
+def test_broken_annotation_file_fails_before_training(tmp_path, capsys):
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"images": [], "annotations": [')
+    argv = ["--register-coco", f"broken_{uuid.uuid4().hex[:8]}", str(broken), str(tmp_path)]
+    assert run([*argv, f"train.output_dir={tmp_path}/out"]) != 0
+    assert str(broken) in capsys.readouterr().err
+
+
+def test_num_classes_follow_the_registered_dataset(dataset):
+    _, train_name, val_name = register_args(dataset)
+    names = [f"dataloader.train.dataset.names={train_name}"]
+    names.append(f"dataloader.test.dataset.names={val_name}")
+    coco = [(train_name, *dataset["train"]), (val_name, *dataset["val"])]
+
+    cfg = load_config(COCO_CONFIG, names)
+    assert cfg.model.roi_heads.num_classes == 80
+    setup_datasets(cfg, coco, overrides=names)
+    assert cfg.model.roi_heads.num_classes == len(CLASSES)
+    with torch.device("meta"):
+        model = instantiate(cfg.model)
+    assert model.roi_heads.box_predictor.cls_score.out_features == len(CLASSES) + 1
+    assert model.roi_heads.mask_head.predictor.out_channels == len(CLASSES)  # interpolated
+
+    explicit = [*names, "model.roi_heads.num_classes=7"]
+    cfg = load_config(COCO_CONFIG, explicit)
+    with pytest.raises(ConfigError, match="num_classes=7 was given"):
+        setup_datasets(cfg, overrides=explicit)
+
+
+def test_training_set_without_annotations_is_refused():
+    dicts = [{"file_name": "a.jpg", "height": 8, "width": 8, "annotations": []}]
+    with pytest.raises(ValueError, match="no instance annotations"):
+        build_resumable_train_loader(dicts, mapper=dict, total_batch_size=1, seed=0)
+
+
+def _random_mapper(d: dict) -> dict:
+    """An "augmentation" that draws from all three global RNGs."""
+    return {"index": d["index"], "draw": (np.random.rand(), torch.rand(()).item())}
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_loader_resumed_at_k_yields_the_batches_of_an_uninterrupted_run(num_workers):
+    dicts = [{"index": i, "annotations": [{"iscrowd": 0}]} for i in range(5)]
+
+    def batches(start_iter: int, count: int) -> list:
+        loader = build_resumable_train_loader(
+            dicts,
+            mapper=_random_mapper,
+            total_batch_size=4,
+            grad_accum_steps=2,  # micro-batches of 2: two per iteration
+            seed=3,
+            start_iter=start_iter,
+            aspect_ratio_grouping=False,
+            num_workers=num_workers,
+        )
+        it = iter(loader)
+        return [next(it) for _ in range(count)]
+
+    uninterrupted = batches(0, 8)
+    assert batches(3, 2) == uninterrupted[6:8]
+    samples = [d for batch in uninterrupted for d in batch]
+    assert len({d["draw"] for d in samples}) == len(samples)  # new random draws every sample
+    assert sorted(d["index"] for d in samples[:5]) == list(range(5))  # epoch 1: a permutation
+
+
+class _MeanSquares(torch.nn.Module):
+    """A loss that is a mean over the images of the batch (so accumulation is exact)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+
+    def forward(self, batch: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"loss": torch.stack([((x * self.weight).sum() - 1) ** 2 for x in batch]).mean()}
+
+
+def _one_step(batches: list, accum: int, amp_dtype=None) -> Trainer:
+    model = _MeanSquares()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = Trainer(
+        model, batches, optimizer, seed=0, amp_dtype=amp_dtype, grad_accum_steps=accum
+    )
+    with EventStorage() as trainer.storage:
+        trainer.run_step()
+    return trainer
+
+
+def test_gradient_accumulation_equals_the_full_batch():
+    images = [torch.tensor([1.0, 2.0]), torch.tensor([0.5, -1.0])]
+    full = _one_step([images], accum=1)
+    accumulated = _one_step([images[:1], images[1:]], accum=2)
+    torch.testing.assert_close(accumulated.model.weight, full.model.weight)
+
+
+def test_mixed_precision_dtypes():
+    images = [[torch.tensor([1.0, 2.0])]]
+    bf16 = _one_step(images, accum=1, amp_dtype=torch.bfloat16)
+    assert bf16.grad_scaler is None and "grad_scaler" not in bf16.state_dict()
+    fp16 = _one_step(images, accum=1, amp_dtype=torch.float16)
+    assert fp16.state_dict()["grad_scaler"]["scale"] > 0
+    assert torch.isfinite(fp16.model.weight).all()
+
+
+def test_synthetic_config_invariants():
+    cfg = LazyConfig.load(SYNTHETIC_CONFIG)
+    net = cfg.model.backbone.net
+    crop = cfg.dataloader.train.mapper.augmentations[2]
+    resize = cfg.dataloader.train.mapper.augmentations[1]
+    assert tuple(crop.crop_size) == (net.img_size, net.img_size) == (256, 256)
+    assert resize.target_height == resize.target_width == net.img_size
+    assert cfg.dataloader.test.mapper.augmentations[0].max_size == net.img_size
+    assert cfg.optimizer.params.num_layers == net.depth
+    assert max(net.global_attn_indexes) < net.depth
+    assert (net.img_size // net.patch_size) % net.window_size == 0  # windows tile the grid
+    assert cfg.model.roi_heads.num_classes == len(CLASSES)
+    channels = cfg.model.backbone.out_channels
+    roi_heads = cfg.model.roi_heads
+    assert cfg.model.proposal_generator.head.in_channels == channels
+    assert roi_heads.box_head.input_shape.channels == channels
+    assert roi_heads.mask_head.input_shape.channels == channels
+    assert roi_heads.box_predictor.input_shape.channels == roi_heads.box_head.fc_dims[-1]
+    model = instantiate(cfg.model)
+    assert model.backbone.square_pad == net.img_size

@@ -1,0 +1,206 @@
+#!/usr/bin/env python
+"""Where a training step's time goes, and AP against training time, for the Synthetic config.
+
+    # per-component time of a training step: this config and the released head sizes
+    python tools/benchmark_synthetic.py steps --output-dir output/synthetic_steps
+    # train with periodic evaluation; AP-vs-time table, json and plot in the output dir
+    python tools/benchmark_synthetic.py curve --output-dir output/synthetic_curve
+
+Trailing ``key=value`` arguments override the config, as in tools/train_net.py.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import time
+from collections import defaultdict
+
+import matplotlib
+import torch
+from detectron2.config import instantiate
+from detectron2.utils.events import EventStorage
+from detectron2.utils.logger import setup_logger
+
+from vitdet.engine import load_config, resolve_device, setup_datasets, setup_run, train
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
+
+CONFIG = "configs/Synthetic/mask_rcnn_vitdet_tiny.py"
+
+# The released ViTDet heads on top of the same backbone: 256-channel pyramid, 4conv1fc box
+# head, 512 sampled RoIs per image, 4-conv mask head.
+RELEASED_HEADS = [
+    "model.backbone.out_channels=256",
+    "model.proposal_generator.head.in_channels=256",
+    "model.roi_heads.batch_size_per_image=512",
+    "model.roi_heads.box_head.input_shape.channels=256",
+    "model.roi_heads.box_head.conv_dims=[256,256,256,256]",
+    "model.roi_heads.box_head.fc_dims=[1024]",
+    "model.roi_heads.box_predictor.input_shape.channels=1024",
+    "model.roi_heads.mask_head.input_shape.channels=256",
+    "model.roi_heads.mask_head.conv_dims=[256,256,256,256,256]",
+]
+
+# Timed modules of a GeneralizedRCNN (forward); "backbone" includes "backbone.net".
+TIMED_MODULES = (
+    "backbone",
+    "backbone.net",
+    "proposal_generator",
+    "roi_heads",
+    "roi_heads.box_head",
+    "roi_heads.mask_head",
+)
+
+
+def _load(config_file: str, overrides: list[str]):
+    cfg = load_config(config_file, overrides)
+    setup_datasets(cfg, overrides=overrides)
+    resolve_device(cfg)
+    return cfg
+
+
+def time_steps(cfg, *, steps: int) -> dict[str, float]:
+    """Median CPU seconds per training step of each part: forward of the TIMED_MODULES,
+    backward, optimizer step. The same real batch of the training loader is used for every step.
+
+    CPU time of this process, medians: with OMP_NUM_THREADS=1 this is the step's time on an
+    idle core however busy the (shared) machine is; wall-clock time is not.
+    """
+    model = instantiate(cfg.model).to(cfg.train.device).train()
+    cfg.optimizer.params.model = model
+    optimizer = instantiate(cfg.optimizer)
+    cfg.dataloader.train.num_workers = 0
+    batch = next(iter(instantiate(cfg.dataloader.train)))
+
+    step_times: dict[str, float] = defaultdict(float)
+    starts: dict[str, float] = {}
+
+    def start(name: str) -> None:
+        starts[name] = time.process_time()
+
+    def stop(name: str) -> None:
+        step_times[name] += time.process_time() - starts[name]
+
+    for name in TIMED_MODULES:
+        module = model.get_submodule(name)
+        module.register_forward_pre_hook(lambda *_, n=name: start(n))
+        module.register_forward_hook(lambda *_, n=name: stop(n))
+    history = defaultdict(list)
+    with EventStorage():
+        for step in range(steps + 1):  # step 0 warms up and is not counted
+            step_times.clear()
+            start("forward")
+            loss = sum(model(batch).values())
+            stop("forward")
+            start("backward")
+            optimizer.zero_grad()
+            loss.backward()
+            stop("backward")
+            start("optimizer")
+            optimizer.step()
+            stop("optimizer")
+            if step > 0:
+                for name, seconds in step_times.items():
+                    history[name].append(seconds)
+    return {name: statistics.median(values) for name, values in history.items()}
+
+
+def run_steps(args) -> None:
+    setup_logger(args.output_dir, name="vitdet")
+    table = {}
+    for variant, extra in (("config", []), ("released_heads", RELEASED_HEADS)):
+        cfg = _load(args.config_file, [*args.opts, *extra])
+        table[variant] = time_steps(cfg, steps=args.steps)
+        print(variant, json.dumps({k: round(v, 3) for k, v in table[variant].items()}), flush=True)
+
+    rows = ["| part | " + " | ".join(table) + " |", "|---|" + "---|" * len(table)]
+    for part in (*TIMED_MODULES, "forward", "backward", "optimizer"):
+        rows.append(f"| {part} | " + " | ".join(f"{t[part]:.2f} s" for t in table.values()) + " |")
+    batch = cfg.dataloader.train.total_batch_size
+    threads = torch.get_num_threads()
+    text = f"CPU seconds per training step, batch {batch}, {threads} thread(s)\n\n"
+    text += "\n".join(rows) + "\n"
+    with open(os.path.join(args.output_dir, "steps.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(args.output_dir, "steps.json"), "w") as f:
+        json.dump(table, f, indent=2)
+    print(text)
+
+
+def read_curve(metrics_file: str) -> list[dict]:
+    """Rows of ``metrics.json`` with an evaluation: iterations done, training wall-clock and
+    CPU minutes (evaluations excluded), box and mask AP."""
+    curve = []
+    with open(metrics_file) as f:
+        for line in f:
+            row = json.loads(line)
+            if "bbox/AP" in row:
+                curve.append(
+                    {
+                        "iteration": row["train_iterations"],
+                        "train_minutes": row["train_seconds"] / 60,
+                        "train_cpu_minutes": row.get("train_cpu_seconds", float("nan")) / 60,
+                        "box_AP": row["bbox/AP"],
+                        "mask_AP": row.get("segm/AP", float("nan")),
+                    }
+                )
+    return curve
+
+
+def write_curve(curve: list[dict], output_dir: str) -> str:
+    """curve.json, curve.md (table) and curve.png (AP vs training minutes)."""
+    with open(os.path.join(output_dir, "curve.json"), "w") as f:
+        json.dump(curve, f, indent=2)
+    rows = [
+        "| iteration | training minutes (wall) | CPU minutes | box AP | mask AP |",
+        "|---|---|---|---|---|",
+    ]
+    rows += [
+        f"| {c['iteration']} | {c['train_minutes']:.1f} | {c['train_cpu_minutes']:.1f} "
+        f"| {c['box_AP']:.1f} | {c['mask_AP']:.1f} |"
+        for c in curve
+    ]
+    table = "\n".join(rows) + "\n"
+    with open(os.path.join(output_dir, "curve.md"), "w") as f:
+        f.write(table)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    minutes = [c["train_minutes"] for c in curve]
+    ax.plot(minutes, [c["box_AP"] for c in curve], "o-", label="box AP")
+    ax.plot(minutes, [c["mask_AP"] for c in curve], "s-", label="mask AP")
+    ax.set_xlabel("training wall-clock minutes (evaluation excluded)")
+    ax.set_ylabel("AP on synthetic_val")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(output_dir, "curve.png"), dpi=120)
+    return table
+
+
+def run_curve(args) -> None:
+    overrides = [
+        *args.opts,
+        f"train.eval_period={args.eval_period}",
+        f"train.output_dir={args.output_dir}",
+    ]
+    train(setup_run(args.config_file, overrides, args=args), resume=False)
+    curve = read_curve(os.path.join(args.output_dir, "metrics.json"))
+    print(write_curve(curve, args.output_dir))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=("steps", "curve"))
+    parser.add_argument("--config-file", default=CONFIG)
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--steps", type=int, default=3, help="steps: timed steps of the config")
+    parser.add_argument("--eval-period", type=int, default=150, help="curve: iterations")
+    parser.add_argument("opts", nargs="*", help="config overrides key=value")
+    args = parser.parse_intermixed_args()
+    {"steps": run_steps, "curve": run_curve}[args.mode](args)
+
+
+if __name__ == "__main__":
+    main()

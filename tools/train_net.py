@@ -1,0 +1,51 @@
+#!/usr/bin/env python
+"""Train or evaluate a ViTDet LazyConfig (detectron2's lazyconfig_train_net conventions).
+
+    python tools/train_net.py --config-file configs/Synthetic/mask_rcnn_vitdet_tiny.py \
+        train.output_dir=output/synthetic
+    python tools/train_net.py --config-file configs/COCO/mask_rcnn_vitdet_b_100ep.py \
+        --num-gpus 8 train.grad_accum_steps=2 train.amp.dtype=bfloat16
+    python tools/train_net.py --config-file configs/COCO/mask_rcnn_vitdet_b_100ep.py \
+        --register-coco shapes data/shapes/train.json data/shapes/train \
+        --register-coco shapes_val data/shapes/val.json data/shapes/val \
+        dataloader.train.dataset.names=shapes dataloader.test.dataset.names=shapes_val
+    python tools/train_net.py --config-file CONFIG --eval-only train.init_checkpoint=model.pth
+"""
+
+import sys
+
+from detectron2.engine import default_argument_parser
+
+from vitdet.data.coco import DatasetError
+from vitdet.engine import ConfigError, evaluate_only, launch_main, setup_run, train
+
+
+def build_parser():
+    parser = default_argument_parser(epilog=__doc__)
+    parser.add_argument(
+        "--register-coco",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("NAME", "ANNOTATIONS_JSON", "IMAGE_DIR"),
+        help="register a COCO-format instance dataset under NAME (repeatable); select it with "
+        "dataloader.train.dataset.names=NAME / dataloader.test.dataset.names=NAME",
+    )
+    return parser
+
+
+def main(args) -> None:
+    cfg = setup_run(args.config_file, args.opts, args=args, coco_datasets=args.register_coco)
+    if args.eval_only:
+        evaluate_only(cfg, resume=args.resume)
+    else:
+        train(cfg, resume=args.resume)
+
+
+def cli(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return launch_main(main, args, prog="train_net.py", user_errors=(ConfigError, DatasetError))
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,184 @@
+"""From a config file and command-line overrides to the config a training run uses.
+
+- Overrides are checked: a key that is neither in the config nor an argument of the callable
+  its node builds is an error with suggestions (detectron2 would silently add it).
+- Datasets are registered: ``--register-coco`` triples, and the synthetic set (generated under
+  ``$DETECTRON2_DATASETS/synthetic`` when a config names it and it is not registered yet).
+- ``model.roi_heads.num_classes`` follows the class list of the registered datasets.
+- The evaluator keeps its results json in ``<train.output_dir>/inference`` and uses the
+  official pycocotools COCOeval.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import logging
+import os
+from collections.abc import Sequence
+
+from detectron2.config import LazyConfig
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.utils import comm
+from detectron2.utils.registry import locate
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from vitdet.data import synthetic
+from vitdet.data.coco import register_coco
+
+__all__ = [
+    "ConfigError",
+    "apply_overrides_strictly",
+    "load_config",
+    "register_datasets",
+    "set_num_classes_from_datasets",
+    "setup_datasets",
+]
+
+logger = logging.getLogger(__name__)
+
+NUM_CLASSES_KEY = "model.roi_heads.num_classes"
+
+
+class ConfigError(ValueError):
+    """A config override or setting that cannot be applied."""
+
+
+def _target_parameters(node: DictConfig) -> set[str] | None:
+    """Keyword names the node's ``_target_`` accepts; None if it takes ``**kwargs``."""
+    target = node._target_
+    if isinstance(target, str):
+        target = locate(target)
+    params = inspect.signature(target).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params}
+
+
+def check_override_key(cfg: DictConfig, key: str) -> None:
+    """Raise ConfigError unless ``key`` exists in ``cfg`` or names an argument of the callable
+    that its parent node builds (``model.backbone.net.use_act_checkpoint``)."""
+    node = cfg
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        where = ".".join(parts[:depth]) or "<root>"
+        if isinstance(node, ListConfig):
+            if not (part.isdigit() and int(part) < len(node)):
+                raise ConfigError(f"override '{key}': '{where}' is a list of {len(node)} items")
+            node = node[int(part)]
+            continue
+        if not isinstance(node, DictConfig):
+            raise ConfigError(f"override '{key}': '{where}' is a {type(node).__name__}, not a node")
+        if part in node:
+            node = node[part]
+            continue
+        last = depth == len(parts) - 1
+        if last and "_target_" in node:
+            accepted = _target_parameters(node)
+            if accepted is None or part in accepted:
+                return
+        known = [k for k in node.keys() if k != "_target_"]
+        close = difflib.get_close_matches(part, known, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; it has: {', '.join(known)}"
+        raise ConfigError(f"override '{key}': '{where}' has no key '{part}'{hint}")
+
+
+def apply_overrides_strictly(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """``LazyConfig.apply_overrides`` after checking every key (``+key=value`` adds a key)."""
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        if not override.is_add():
+            check_override_key(cfg, override.key_or_group)
+    return LazyConfig.apply_overrides(cfg, list(overrides))
+
+
+def _dataset_names(cfg: DictConfig) -> list[str]:
+    """Names of the train and test datasets the config's loaders read."""
+    names = []
+    for split in ("train", "test"):
+        value = OmegaConf.select(cfg, f"dataloader.{split}.dataset.names", default=None)
+        names += [value] if isinstance(value, str) else list(value or [])
+    return names
+
+
+def register_datasets(cfg: DictConfig, coco_datasets: Sequence[Sequence[str]] = ()) -> None:
+    """Register ``(name, json_file, image_dir)`` COCO datasets, then the synthetic set if the
+    config reads it and it is not registered (generating it first when absent)."""
+    for name, json_file, image_dir in coco_datasets:
+        register_coco(name, json_file, image_dir)
+        logger.info(f"Registered COCO dataset {name}: {json_file}, images in {image_dir}")
+
+    wanted = {f"synthetic_{split}" for split in synthetic.SPLITS}
+    missing = sorted(wanted.intersection(_dataset_names(cfg)) - set(DatasetCatalog.keys()))
+    if not missing:
+        return
+    root = os.path.join(os.environ.get("DETECTRON2_DATASETS", "datasets"), "synthetic")
+    if comm.is_main_process():  # generates only when absent or incomplete
+        splits = synthetic.generate(root)
+    comm.synchronize()
+    if not comm.is_main_process():
+        splits = synthetic.generate(root)  # now complete: returns the paths only
+    for name, (json_file, image_dir) in splits.items():
+        if name not in DatasetCatalog.keys():
+            register_coco(name, str(json_file), str(image_dir))
+    logger.info(f"Registered the synthetic dataset under {root}")
+
+
+def set_num_classes_from_datasets(cfg: DictConfig, *, explicit: bool) -> None:
+    """Set ``model.roi_heads.num_classes`` to the number of classes of the config's datasets.
+
+    All train and test sets with a class list must agree. ``explicit``: the user set
+    num_classes on the command line; a different number in the data is then an error.
+    """
+    classes = {}
+    for name in _dataset_names(cfg):
+        thing_classes = MetadataCatalog.get(name).get("thing_classes")
+        if thing_classes is not None:
+            classes[name] = tuple(thing_classes)
+    if not classes:
+        return
+    if len(set(classes.values())) > 1:
+        listing = "; ".join(f"{name}: {len(c)} classes {list(c)}" for name, c in classes.items())
+        raise ConfigError(f"the train and test datasets have different classes: {listing}")
+    num_classes = len(next(iter(classes.values())))
+    current = cfg.model.roi_heads.num_classes
+    if current == num_classes:
+        return
+    names = ", ".join(classes)
+    if explicit:
+        raise ConfigError(
+            f"{NUM_CLASSES_KEY}={current} was given, but {names} has {num_classes} classes"
+        )
+    logger.info(f"{NUM_CLASSES_KEY}: {current} -> {num_classes}, the classes of {names}")
+    cfg.model.roi_heads.num_classes = num_classes
+
+
+def _configure_evaluator(cfg: DictConfig) -> None:
+    """COCO-style evaluators keep their results in ``<train.output_dir>/inference``; the COCO
+    one uses the official pycocotools COCOeval (its numbers are pycocotools' numbers)."""
+    evaluator = OmegaConf.select(cfg, "dataloader.evaluator", default=None)
+    if evaluator is None or "_target_" not in evaluator:
+        return
+    accepted = _target_parameters(evaluator) or set()
+    if "output_dir" in accepted and evaluator.get("output_dir") is None:
+        evaluator.output_dir = "${train.output_dir}/inference"
+    if "use_fast_impl" in accepted and "use_fast_impl" not in evaluator:
+        evaluator.use_fast_impl = False
+
+
+def load_config(config_file: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """Load ``config_file`` and apply the overrides, every key checked."""
+    cfg = LazyConfig.load(config_file)
+    cfg = apply_overrides_strictly(cfg, overrides)
+    _configure_evaluator(cfg)
+    return cfg
+
+
+def setup_datasets(
+    cfg: DictConfig, coco_datasets: Sequence[Sequence[str]] = (), *, overrides: Sequence[str] = ()
+) -> None:
+    """Register the datasets, then make num_classes follow them (``overrides``: the command
+    line, to tell an explicit num_classes from the config's)."""
+    register_datasets(cfg, coco_datasets)
+    explicit = any(o.split("=", 1)[0].lstrip("+") == NUM_CLASSES_KEY for o in overrides)
+    set_num_classes_from_datasets(cfg, explicit=explicit)
