@@ -1,0 +1,165 @@
+"""A folder of unlabeled images for self-supervised pretraining (MAE), and its loaders.
+
+Every image file under the folder counts (recursively, by extension: ``IMAGE_EXTENSIONS``),
+whatever its size. Files that cannot be read (empty, truncated, not an image, too large; see
+``vitdet.images.read_image``) are skipped: a warning names each once, another image takes its
+place in the batch, and ``UnlabeledImages.num_unreadable`` counts them.
+
+Training samples are RGB uint8 tensors (3, S, S): a random resized crop (scale 0.2-1, aspect
+3/4-4/3, bicubic; MAE's) and a horizontal flip. The model normalises them (0-255 units, as the
+detector). The training loader is resumable like the detector's: sample i of the stream is
+drawn from (seed, i) alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.utils.data as torchdata
+from detectron2.data import build_batch_data_loader
+from detectron2.data.samplers import TrainingSampler
+from detectron2.utils import comm
+from torchvision.transforms import v2
+
+from vitdet.engine.train_loader import PositionedSampler, SeededMapDataset
+from vitdet.images import IMAGE_EXTENSIONS, ImageReadError, read_image
+
+__all__ = [
+    "UnlabeledImages",
+    "list_images",
+    "train_transform",
+    "eval_transform",
+    "build_unlabeled_train_loader",
+    "load_eval_images",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def list_images(root: str | os.PathLike) -> list[Path]:
+    """Image files under ``root`` (recursive, by extension, case-insensitive), sorted."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"image folder {root} does not exist")
+    paths = sorted(
+        p for p in Path(root).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+    if not paths:
+        extensions = " ".join(sorted(IMAGE_EXTENSIONS))
+        raise FileNotFoundError(f"no image files under {root} (extensions: {extensions})")
+    return paths
+
+
+def train_transform(image_size: int, *, min_scale: float = 0.2) -> Callable:
+    """MAE's augmentation of a (3, H, W) uint8 image: random resized crop to a square, flip."""
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(
+                image_size,
+                scale=(min_scale, 1.0),
+                interpolation=v2.InterpolationMode.BICUBIC,
+                antialias=True,
+            ),
+            v2.RandomHorizontalFlip(),
+        ]
+    )
+
+
+def eval_transform(image_size: int) -> Callable:
+    """Shorter side resized to ``image_size``, then the centre square."""
+    return v2.Compose(
+        [
+            v2.Resize(image_size, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+            v2.CenterCrop(image_size),
+        ]
+    )
+
+
+class UnlabeledImages(torchdata.Dataset):
+    """``dataset[i]``: image file i under ``root`` transformed, a (3, S, S) uint8 tensor, or None
+    if the file cannot be read.
+
+    Unreadable files are flagged in a shared-memory tensor, so the count covers the data-loader
+    worker processes of this rank, and a flagged file is not read again.
+    """
+
+    def __init__(self, root: str | os.PathLike, *, transform: Callable) -> None:
+        self.root = str(root)
+        self.paths = list_images(root)
+        self.transform = transform
+        self._unreadable = torch.zeros(len(self.paths), dtype=torch.bool).share_memory_()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor | None:
+        if self._unreadable[index]:
+            return None
+        try:
+            image = read_image(self.paths[index])
+        except ImageReadError as e:
+            self._unreadable[index] = True
+            logger.warning(f"skipping an unreadable image: {e}")
+            return None
+        # h w c -> c h w (a copy: the decoded array is read-only)
+        return self.transform(torch.tensor(image).permute(2, 0, 1))
+
+    @property
+    def num_unreadable(self) -> int:
+        """Files found unreadable so far (by this process and its loader workers)."""
+        return int(self._unreadable.sum())
+
+
+def build_unlabeled_train_loader(
+    dataset: UnlabeledImages,
+    *,
+    total_batch_size: int,
+    seed: int,
+    start_iter: int = 0,
+    grad_accum_steps: int = 1,
+    num_workers: int = 0,
+) -> torchdata.DataLoader:
+    """Infinite loader of (N, 3, S, S) uint8 micro-batches: ``total_batch_size`` images per
+    iteration over all ranks, in ``grad_accum_steps`` micro-batches per rank.
+
+    Starting at ``start_iter`` gives the batches an uninterrupted run sees there; an unreadable
+    image is replaced by the next readable one of the folder.
+    """
+    per_step = grad_accum_steps * comm.get_world_size()
+    if total_batch_size % per_step:
+        raise ValueError(
+            f"total_batch_size {total_batch_size} is not divisible by grad_accum_steps "
+            f"{grad_accum_steps} x {comm.get_world_size()} processes"
+        )
+    # The engine's seeded dataset reads "records" through a mapper: here a record is an index.
+    indexed = SeededMapDataset(list(range(len(dataset))), dataset.__getitem__, seed=seed)
+    sampler = PositionedSampler(
+        TrainingSampler(len(dataset), seed=seed), start=start_iter * total_batch_size
+    )
+    return build_batch_data_loader(
+        indexed,
+        sampler,
+        total_batch_size // grad_accum_steps,
+        num_workers=num_workers,
+        collate_fn=torch.stack,
+        seed=seed,
+    )
+
+
+def load_eval_images(root: str | os.PathLike, *, image_size: int, num_images: int) -> torch.Tensor:
+    """The first ``num_images`` readable images under ``root`` (sorted), centre-cropped:
+    (N, 3, S, S) uint8, the fixed set the reconstructions are drawn on."""
+    dataset = UnlabeledImages(root, transform=eval_transform(image_size))
+    images = []
+    for i in range(len(dataset)):
+        image = dataset[i]
+        if image is not None:
+            images.append(image)
+        if len(images) == num_images:
+            break
+    if not images:
+        raise FileNotFoundError(f"no readable image under {root}")
+    return torch.stack(images)
