@@ -396,3 +396,38 @@ def test_demo_video_and_all_good_exit_status(weights, tmp_path):
     results = json.loads((out / "predictions.json").read_text())
     frame_ids = {r["frame"]: r["image_id"] for r in results if r["file_name"].endswith(".mp4")}
     assert sorted(frame_ids) == [0, 1, 2] and len(set(frame_ids.values())) == 3
+
+
+def test_demo_register_coco_follows_the_dataset(tmp_path, capsys):
+    """A model trained on a --register-coco dataset: the demo registers it the same way, so
+    num_classes, class names and category ids follow the json."""
+    from vitdet.data.synthetic import CLASSES, generate
+
+    splits = generate(tmp_path / "data", num_train=2, num_val=2, image_size=128)
+    json_file, image_dir = splits["synthetic_val"]
+    coco = json.loads(json_file.read_text())
+    dataset_ids = {c["id"] for c in coco["categories"]}
+    register = ["--register-coco", "mine_val", str(json_file), str(image_dir)]
+    # the same flags as in training
+    select = ["dataloader.train.dataset.names=mine_val", "dataloader.test.dataset.names=mine_val"]
+
+    torch.manual_seed(0)
+    model_cfg = load_config(CONFIG, [*TINY, f"model.roi_heads.num_classes={len(CLASSES)}"])
+    weights = tmp_path / "five.pth"
+    torch.save({"model": instantiate(model_cfg.model).state_dict()}, weights)
+    out = tmp_path / "out"
+    argv = ["--config-file", str(CONFIG), "--weights", str(weights), "--input", str(image_dir)]
+    argv += ["--output", str(out), "--confidence-threshold", "0", *register, "--", *TINY, *select]
+    assert demo_tool.main(argv) == 0
+    results = json.loads((out / "predictions.json").read_text())
+    assert results and {r["category_id"] for r in results} <= dataset_ids
+    assert [c for c in MetadataCatalog.get("mine_val").thing_classes] == list(CLASSES)
+
+    # without the registration the 80-class config does not fit the 5-class weights
+    assert _run_demo_tool(weights, [image_dir], tmp_path / "o2") == 2
+    # a broken json is a usage error naming the file
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    bad = ["--register-coco", "broken_val", str(broken), str(image_dir)]
+    assert _run_demo_tool(weights, [image_dir], tmp_path / "o3", *bad) == 2
+    assert "broken.json" in capsys.readouterr().err

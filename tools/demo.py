@@ -24,7 +24,9 @@ import sys
 from pathlib import Path
 
 from vitdet.checkpoint import CheckpointError
+from vitdet.data import DatasetError
 from vitdet.demo import run_demo
+from vitdet.engine import ConfigError
 from vitdet.images import expand_inputs
 from vitdet.predictor import Predictor
 
@@ -47,6 +49,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=0.5,
         help="draw and record detections scoring at least this (default: 0.5)",
+    )
+    parser.add_argument(
+        "--register-coco",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("NAME", "JSON", "IMAGE_DIR"),
+        help="register a COCO-format dataset (as in training) for class names and count",
     )
     parser.add_argument("overrides", nargs="*", help="config overrides key=value, last")
     args = parser.parse_args(argv)
@@ -73,10 +83,14 @@ def main(argv: list[str] | None = None) -> int:
             args.config_file,
             args.weights,
             overrides=args.overrides,
+            coco_datasets=args.register_coco,
             score_threshold=args.confidence_threshold,
         )
     except CheckpointError as e:  # weights of another model, or not a checkpoint
         print(f"error: --weights {args.weights}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ConfigError, DatasetError) as e:
+        print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     failures = run_demo(predictor, inputs, Path(args.output))
     num_failed = len(failures) + len(unmatched)

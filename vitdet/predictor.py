@@ -14,24 +14,19 @@ from collections.abc import Sequence
 import detectron2.data.transforms as T
 import numpy as np
 import torch
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 from detectron2.data import Metadata, MetadataCatalog
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Instances
 from omegaconf import DictConfig, OmegaConf
 
 from .checkpoint import load_checkpoint
+from .engine import load_config, setup_datasets
 
-__all__ = ["Predictor", "load_config", "dataset_metadata"]
+__all__ = ["Predictor", "dataset_metadata"]
 
 COCO_METADATA_NAME = "coco_2017_val"  # detectron2's built-in COCO metadata (80 thing classes)
 FORMATS = ("RGB", "BGR")
-
-
-def load_config(config_file: str | os.PathLike, overrides: Sequence[str] = ()) -> DictConfig:
-    """A LazyConfig file with ``key=value`` overrides applied (``model.backbone.net.depth=2``)."""
-    cfg = LazyConfig.load(str(config_file))
-    return LazyConfig.apply_overrides(cfg, list(overrides))
 
 
 def dataset_metadata(cfg: DictConfig) -> Metadata:
@@ -90,10 +85,16 @@ class Predictor:
         weights: str | os.PathLike,
         *,
         overrides: Sequence[str] = (),
+        coco_datasets: Sequence[Sequence[str]] = (),
         score_threshold: float = 0.0,
         device: str | None = None,
     ) -> Predictor:
-        cfg = load_config(config_file, overrides)
+        """Config with checked ``key=value`` overrides; datasets registered as in training
+        (``coco_datasets``: ``(name, json_file, image_dir)`` triples, like ``--register-coco``)
+        so that class names and the number of classes follow the data the model was trained on.
+        """
+        cfg = load_config(str(config_file), overrides)
+        setup_datasets(cfg, coco_datasets, overrides=overrides)
         return cls(cfg, weights, score_threshold=score_threshold, device=device)
 
     def preprocess(self, image: np.ndarray, *, format: str = "RGB") -> dict:

@@ -166,9 +166,9 @@ def _configure_evaluator(cfg: DictConfig) -> None:
         evaluator.use_fast_impl = False
 
 
-def load_config(config_file: str, overrides: Sequence[str] = ()) -> DictConfig:
+def load_config(config_file: str | os.PathLike, overrides: Sequence[str] = ()) -> DictConfig:
     """Load ``config_file`` and apply the overrides, every key checked."""
-    cfg = LazyConfig.load(config_file)
+    cfg = LazyConfig.load(str(config_file))
     cfg = apply_overrides_strictly(cfg, overrides)
     _configure_evaluator(cfg)
     return cfg
