@@ -6,6 +6,7 @@ import fnmatch
 import importlib.util
 import inspect
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -309,6 +310,10 @@ def test_loader_skips_unreadable_and_resumes(image_folder):
     assert torch.equal(resumed[0], first[3]) and torch.equal(resumed[1], first[4])
     eval_images = load_eval_images(image_folder, image_size=32, num_images=3)
     assert eval_images.shape == (3, 3, 32, 32)
+    # img0.jpg is 64 x 64: half of its side at 32 px is its centre, pixel for pixel
+    centre = load_eval_images(image_folder, image_size=32, num_images=1, crop_fraction=0.5)
+    pixels = torch.tensor(np.asarray(Image.open(image_folder / "img0.jpg")))
+    assert torch.equal(centre[0], pixels[16:48, 16:48].permute(2, 0, 1))
 
 
 # --- tools/pretrain_mae.py ------------------------------------------------------------------
@@ -344,8 +349,15 @@ def test_pretrain_tool_runs_resumes_and_feeds_vitdet(image_folder, tmp_path, mon
     tool = _load_tool("pretrain_mae")
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert tool.cli(tool_args(image_folder, straight, max_iter=3)) == 0
-    assert tool.cli(tool_args(image_folder, resumed, max_iter=2)) == 0
+    # An interruption after 2 iterations: the run directory as it was then.
+    shutil.copytree(straight, resumed)
+    (resumed / "model_final.pth").unlink()
+    (resumed / "model_0000002.pth").unlink()
+    (resumed / "last_checkpoint").write_text("model_0000001.pth")
+    num_rows = len((resumed / "metrics.json").read_text().splitlines())
     assert tool.cli(["--resume", *tool_args(image_folder, resumed, max_iter=3)]) == 0
+    new_rows = (resumed / "metrics.json").read_text().splitlines()[num_rows:]
+    assert [json.loads(r)["iteration"] for r in new_rows if "total_loss" in r] == [2]
 
     # Resuming at iteration 2 gives the weights of the uninterrupted run.
     final = read_checkpoint(str(straight / "model_final.pth"), "mae").state_dict
@@ -381,15 +393,17 @@ def test_pretrain_tool_reports_a_missing_folder(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "mae_config,vitdet_config", [(MAE_CONFIG, SYNTHETIC_CONFIG), (MAE_B_CONFIG, COCO_B_CONFIG)]
+    "mae_config,vitdet_config,same_grid",
+    [(MAE_CONFIG, SYNTHETIC_CONFIG, False), (MAE_B_CONFIG, COCO_B_CONFIG, True)],
 )
-def test_mae_encoder_matches_the_vitdet_backbone(mae_config, vitdet_config):
-    """The checkpoint fits the detector's ViT without any resampling."""
-    mae, net = load_config(mae_config).model, LazyConfig.load(vitdet_config).model.backbone.net
+def test_mae_encoder_matches_the_vitdet_backbone(mae_config, vitdet_config, same_grid):
+    """The checkpoint fits the detector's ViT; only the position grid may be resized (the tiny
+    one pretrains on 128 px crops, 8 x 8 tokens, for a 16 x 16 detector grid)."""
+    mae, det = load_config(mae_config).model, LazyConfig.load(vitdet_config).model
+    net = det.backbone.net
     for key in ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio"):
         assert mae[key] == net[key], key
     default = inspect.signature(ViT).parameters["pretrain_img_size"].default
-    assert mae.img_size == net.get("pretrain_img_size", default)
-    det_cfg = LazyConfig.load(vitdet_config)
-    assert list(mae.pixel_mean) == list(det_cfg.model.pixel_mean)
-    assert list(mae.pixel_std) == list(det_cfg.model.pixel_std)
+    assert (mae.img_size == net.get("pretrain_img_size", default)) == same_grid
+    assert list(mae.pixel_mean) == list(det.pixel_mean)
+    assert list(mae.pixel_std) == list(det.pixel_std)

@@ -42,14 +42,18 @@ dataloader = dict(
     train=L(build_unlabeled_train_loader)(
         dataset=L(UnlabeledImages)(
             root="datasets/unlabeled",
-            transform=L(train_transform)(image_size="${model.img_size}", min_scale=0.2),
+            transform=L(train_transform)(image_size="${model.img_size}", scale=(0.2, 1.0)),
         ),
         total_batch_size=4096,
         num_workers=8,
     ),
-    # Fixed images drawn with their reconstructions at every evaluation.
+    # Fixed images drawn with their reconstructions at every evaluation: the centre 7/8 of the
+    # shorter side resized to 224 (as ImageNet evaluation's 256 -> 224).
     test=L(load_eval_images)(
-        root="${dataloader.train.dataset.root}", image_size="${model.img_size}", num_images=8
+        root="${dataloader.train.dataset.root}",
+        image_size="${model.img_size}",
+        num_images=8,
+        crop_fraction=224 / 256,
     ),
 )
 

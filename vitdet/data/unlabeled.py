@@ -5,8 +5,8 @@ whatever its size. Files that cannot be read (empty, truncated, not an image, to
 ``vitdet.images.read_image``) are skipped: a warning names each once, another image takes its
 place in the batch, and ``UnlabeledImages.num_unreadable`` counts them.
 
-Training samples are RGB uint8 tensors (3, S, S): a random resized crop (scale 0.2-1, aspect
-3/4-4/3, bicubic; MAE's) and a horizontal flip. The model normalises them (0-255 units, as the
+Training samples are RGB uint8 tensors (3, S, S): a random resized crop (MAE's: 0.2-1 of the
+area, aspect 3/4-4/3, bicubic) and a horizontal flip. The model normalises them (0-255 units, as the
 detector). The training loader is resumable like the detector's: sample i of the stream is
 drawn from (seed, i) alone.
 """
@@ -53,13 +53,14 @@ def list_images(root: str | os.PathLike) -> list[Path]:
     return paths
 
 
-def train_transform(image_size: int, *, min_scale: float = 0.2) -> Callable:
-    """MAE's augmentation of a (3, H, W) uint8 image: random resized crop to a square, flip."""
+def train_transform(image_size: int, *, scale: tuple[float, float] = (0.2, 1.0)) -> Callable:
+    """MAE's augmentation of a (3, H, W) uint8 image: a random crop of ``scale`` times the
+    image area (aspect 3/4-4/3) resized to a square, and a horizontal flip."""
     return v2.Compose(
         [
             v2.RandomResizedCrop(
                 image_size,
-                scale=(min_scale, 1.0),
+                scale=tuple(scale),
                 interpolation=v2.InterpolationMode.BICUBIC,
                 antialias=True,
             ),
@@ -68,14 +69,21 @@ def train_transform(image_size: int, *, min_scale: float = 0.2) -> Callable:
     )
 
 
-def eval_transform(image_size: int) -> Callable:
-    """Shorter side resized to ``image_size``, then the centre square."""
-    return v2.Compose(
-        [
-            v2.Resize(image_size, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
-            v2.CenterCrop(image_size),
-        ]
-    )
+def eval_transform(image_size: int, *, crop_fraction: float = 1.0) -> Callable:
+    """The centre square of ``crop_fraction`` times the shorter side, resized to
+    ``image_size``."""
+
+    def transform(image: torch.Tensor) -> torch.Tensor:
+        side = round(min(image.shape[-2:]) * crop_fraction)
+        square = v2.functional.center_crop(image, [side, side])
+        return v2.functional.resize(
+            square,
+            [image_size, image_size],
+            interpolation=v2.InterpolationMode.BICUBIC,
+            antialias=True,
+        )
+
+    return transform
 
 
 class UnlabeledImages(torchdata.Dataset):
@@ -149,10 +157,13 @@ def build_unlabeled_train_loader(
     )
 
 
-def load_eval_images(root: str | os.PathLike, *, image_size: int, num_images: int) -> torch.Tensor:
-    """The first ``num_images`` readable images under ``root`` (sorted), centre-cropped:
-    (N, 3, S, S) uint8, the fixed set the reconstructions are drawn on."""
-    dataset = UnlabeledImages(root, transform=eval_transform(image_size))
+def load_eval_images(
+    root: str | os.PathLike, *, image_size: int, num_images: int, crop_fraction: float = 1.0
+) -> torch.Tensor:
+    """The first ``num_images`` readable images under ``root`` (sorted), their centre squares
+    (``eval_transform``): (N, 3, S, S) uint8, the fixed set the reconstructions are drawn on."""
+    transform = eval_transform(image_size, crop_fraction=crop_fraction)
+    dataset = UnlabeledImages(root, transform=transform)
     images = []
     for i in range(len(dataset)):
         image = dataset[i]
