@@ -297,15 +297,19 @@ def test_folder_without_images_is_refused(tmp_path):
 
 
 def test_loader_skips_unreadable_and_resumes(image_folder):
-    def batches(start_iter: int, count: int) -> list[torch.Tensor]:
+    def batches(start_iter: int, count: int, workers: int = 0) -> list[torch.Tensor]:
         dataset = UnlabeledImages(image_folder, transform=train_transform(32))
         loader = build_unlabeled_train_loader(
-            dataset, total_batch_size=4, seed=3, start_iter=start_iter
+            dataset, total_batch_size=4, seed=3, start_iter=start_iter, num_workers=workers
         )
-        return [batch for batch, _ in zip(loader, range(count), strict=False)]
+        out = [batch for batch, _ in zip(loader, range(count), strict=False)]
+        counts.append(dataset.num_unreadable)
+        return out
 
-    first = batches(0, 5)
+    counts = []
+    first = batches(0, 5, workers=1)
     assert all(b.shape == (4, 3, 32, 32) and b.dtype == torch.uint8 for b in first)
+    assert counts == [2]  # both bad files met in the worker process, counted in this one
     resumed = batches(3, 2)
     assert torch.equal(resumed[0], first[3]) and torch.equal(resumed[1], first[4])
     eval_images = load_eval_images(image_folder, image_size=32, num_images=3)
