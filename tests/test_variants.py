@@ -151,13 +151,13 @@ def test_classifier_variants_forward(global_pool, pos_embed_type, stem):
 def test_classifier_pooling():
     model = ViTClassifier(**TINY, num_classes=5, global_pool="avg").eval()
     x = torch.randn(2, 3, 64, 64)
-    tokens, _ = model.embed(x)
+    tokens = model.embed(x)
     torch.testing.assert_close(model.forward_features(x), model.encode(tokens).mean(dim=1))
     # Shuffling the patch tokens only permutes the outputs: the mean is unchanged.
     shuffled = tokens[:, torch.randperm(tokens.shape[1])]
     torch.testing.assert_close(model.encode(shuffled).mean(dim=1), model.forward_features(x))
     token_model = ViTClassifier(**TINY, num_classes=5, global_pool="token").eval()
-    tokens, _ = token_model.embed(x)
+    tokens = token_model.embed(x)
     torch.testing.assert_close(token_model.forward_features(x), token_model.encode(tokens)[:, 0])
     with pytest.raises(ValueError, match="global_pool"):
         ViTClassifier(**TINY, num_classes=5, global_pool="max")

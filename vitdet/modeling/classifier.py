@@ -63,7 +63,7 @@ class ViTClassifier(ViTEncoder):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C_in, H, W) -> pooled feature (B, C)."""
-        tokens, _ = self.embed(x)
+        tokens = self.embed(x)
         out = self.encode(tokens)  # (B, [1 +] N, C)
         return out[:, 0] if self.global_pool == "token" else out.mean(dim=1)
 

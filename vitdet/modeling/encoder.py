@@ -103,12 +103,12 @@ class ViTEncoder(nn.Module):
         self.blocks.apply(init_weights)
         self.norm.apply(init_weights)
 
-    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """x: (B, C_in, H, W) -> patch tokens with positions (B, h * w, C), and (h, w)."""
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C_in, H, W) -> patch tokens with positions (B, h * w, C), row-major."""
         tokens = self.patch_embed(x)
         b, h, w, c = tokens.shape
         pos = resample_abs_pos(self.pos_embed, self.cls_token is not None, (h, w))
-        return (tokens + pos).reshape(b, h * w, c), (h, w)  # b h w c -> b (h w) c
+        return (tokens + pos).reshape(b, h * w, c)  # b h w c -> b (h w) c
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens: (B, N, C) with positions -> (B, [1 +] N, C): [cls], the blocks, the norm.

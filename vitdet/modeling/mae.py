@@ -216,7 +216,7 @@ class MaskedAutoencoderViT(ViTEncoder):
             imgs.shape[0], grid, self.mask_ratio, device=imgs.device, generator=generator
         )
         visible_pixels = 1 - pixel_mask(masking, self.patch_size).to(imgs.dtype)
-        tokens, _ = self.embed(imgs * visible_pixels)
+        tokens = self.embed(imgs * visible_pixels)
         return self.encode(_gather_tokens(tokens, masking.ids_keep)), masking
 
     def forward_decoder(self, latent: torch.Tensor, masking: Masking) -> torch.Tensor:
