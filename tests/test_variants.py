@@ -27,6 +27,13 @@ needs_vit_hooks = pytest.mark.skipif(
 )
 
 TINY = dict(img_size=64, patch_size=16, embed_dim=32, depth=2, num_heads=2)
+# A LayerNorm stem, as advised for detection.
+LN_STEM = partial(ConvStem, norm_layer=ChannelLayerNorm)
+
+
+def tiny_vit(**hooks) -> ViT:
+    """The ViTDet backbone at the size of TINY: 4 x 4 tokens, windows of 2, block 1 global."""
+    return ViT(**TINY, window_size=2, global_attn_indexes=(1,), pretrain_img_size=64, **hooks)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -166,7 +173,7 @@ def test_classifier_pooling():
 def test_classifier_weights_initialise_the_backbone():
     """The classifier's names are timm's: its encoder loads strictly into the ViTDet ViT."""
     classifier = ViTClassifier(**TINY, num_classes=5)
-    vit = ViT(**TINY, window_size=2, global_attn_indexes=(1,), pretrain_img_size=64)
+    vit = tiny_vit()
     report = load_state_dict_strict(vit, classifier.state_dict(), source_format="timm", log=False)
     assert set(report.dropped) == {
         "cls_token",
@@ -185,15 +192,7 @@ def test_classifier_weights_initialise_the_backbone():
 
 @needs_vit_hooks
 def test_vit_with_conv_stem_and_sincos():
-    stem = partial(ConvStem, norm_layer=ChannelLayerNorm)
-    vit = ViT(
-        **TINY,
-        window_size=2,
-        global_attn_indexes=(1,),
-        pretrain_img_size=64,
-        patch_embed_layer=stem,
-        pos_embed_type="sincos",
-    )
+    vit = tiny_vit(patch_embed_layer=LN_STEM, pos_embed_type="sincos")
     assert isinstance(vit.patch_embed, ConvStem)
     assert "pos_embed" not in dict(vit.named_parameters())
     torch.testing.assert_close(vit.pos_embed, sincos_pos_embed(32, (4, 4), cls_token=True))
@@ -203,7 +202,7 @@ def test_vit_with_conv_stem_and_sincos():
 
 @needs_vit_hooks
 def test_vit_default_hooks_keep_the_released_layout():
-    vit = ViT(**TINY, window_size=2, global_attn_indexes=(1,), pretrain_img_size=64)
+    vit = tiny_vit()
     assert isinstance(vit.patch_embed, PatchEmbed)
     assert isinstance(vit.pos_embed, nn.Parameter)
     with pytest.raises(ValueError, match="pos_embed_type"):
@@ -212,18 +211,14 @@ def test_vit_default_hooks_keep_the_released_layout():
 
 @needs_vit_hooks
 def test_mae_with_conv_stem_initialises_a_conv_stem_vit():
-    stem = partial(ConvStem, norm_layer=ChannelLayerNorm)
     mae = MaskedAutoencoderViT(
-        **TINY, decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2, patch_embed_layer=stem
-    )
-    vit = ViT(
         **TINY,
-        window_size=2,
-        global_attn_indexes=(1,),
-        pretrain_img_size=64,
-        patch_embed_layer=stem,
-        pos_embed_type="sincos",
+        decoder_embed_dim=16,
+        decoder_depth=1,
+        decoder_num_heads=2,
+        patch_embed_layer=LN_STEM,
     )
+    vit = tiny_vit(patch_embed_layer=LN_STEM, pos_embed_type="sincos")
     report = load_state_dict_strict(vit, mae.state_dict(), source_format="mae", log=False)
     assert "patch_embed.stem.0.weight" in report.loaded and "pos_embed" in report.loaded
     for name, value in mae.state_dict().items():
