@@ -61,6 +61,35 @@ def rel_pos_table(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tens
     return rel_pos[relative.long()]
 
 
+def decomposed_rel_pos_terms(
+    q: torch.Tensor,
+    rel_pos_h: torch.Tensor,
+    rel_pos_w: torch.Tensor,
+    q_hw: tuple[int, int],
+    k_hw: tuple[int, int],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two factors of the decomposed relative position term of MViTv2.
+
+    ``bias[i, (a, b)] = rel_h[i, a] + rel_w[i, b]`` for query i and key (a, b).
+
+    Args:
+        q: (..., q_h * q_w, C) unscaled queries.
+        rel_pos_h, rel_pos_w: (L, C) tables along height and width.
+    Returns:
+        rel_h: (..., q_h * q_w, k_h) and rel_w: (..., q_h * q_w, k_w), contiguous.
+    """
+    q_h, q_w = q_hw
+    k_h, k_w = k_hw
+    r_h = rel_pos_table(q_h, k_h, rel_pos_h)
+    r_w = rel_pos_table(q_w, k_w, rel_pos_w)
+    lead, dim = q.shape[:-2], q.shape[-1]
+    r_q = q.reshape(-1, q_h, q_w, dim)
+    rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, r_h)  # (B, q_h, q_w, k_h)
+    rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, r_w)  # (B, q_h, q_w, k_w)
+    # b qh qw k -> ... (qh qw) k
+    return rel_h.reshape(*lead, q_h * q_w, k_h), rel_w.reshape(*lead, q_h * q_w, k_w)
+
+
 def decomposed_rel_pos_bias(
     q: torch.Tensor,
     rel_pos_h: torch.Tensor,
@@ -76,14 +105,7 @@ def decomposed_rel_pos_bias(
     Returns:
         (B, q_h * q_w, k_h * k_w) bias to add to the attention logits.
     """
-    q_h, q_w = q_hw
-    k_h, k_w = k_hw
-    r_h = rel_pos_table(q_h, k_h, rel_pos_h)
-    r_w = rel_pos_table(q_w, k_w, rel_pos_w)
-    b, _, dim = q.shape
-    r_q = q.reshape(b, q_h, q_w, dim)
-    rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, r_h)  # (B, q_h, q_w, k_h)
-    rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, r_w)  # (B, q_h, q_w, k_w)
-    # b qh qw kh 1 + b qh qw 1 kw -> b (qh qw) (kh kw)
-    bias = rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]
-    return bias.reshape(b, q_h * q_w, k_h * k_w)
+    rel_h, rel_w = decomposed_rel_pos_terms(q, rel_pos_h, rel_pos_w, q_hw, k_hw)
+    # b nq kh 1 + b nq 1 kw -> b nq (kh kw)
+    bias = rel_h[:, :, :, None] + rel_w[:, :, None, :]
+    return bias.flatten(2)

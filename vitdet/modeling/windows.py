@@ -6,12 +6,15 @@ import torch
 import torch.nn.functional as F
 
 
-def window_partition(x: torch.Tensor, window_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Split a token map into windows, zero-padding bottom/right to a multiple of the window.
+def window_partition(
+    x: torch.Tensor, window_size: int, pad_value: torch.Tensor | None = None
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Split a token map into windows, padding bottom/right to a multiple of the window.
 
     Args:
         x: (B, H, W, C) tokens.
         window_size: side of the square window.
+        pad_value: (C,) token written into the padding; zeros when None.
     Returns:
         windows: (B * num_windows, window_size, window_size, C), row-major over windows.
         (Hp, Wp): padded height and width.
@@ -19,9 +22,15 @@ def window_partition(x: torch.Tensor, window_size: int) -> tuple[torch.Tensor, t
     b, h, w, c = x.shape
     pad_h = (window_size - h % window_size) % window_size
     pad_w = (window_size - w % window_size) % window_size
-    if pad_h or pad_w:
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # zero rows/cols at the bottom/right
     hp, wp = h + pad_h, w + pad_w
+    if (pad_h or pad_w) and pad_value is None:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # zero rows/cols at the bottom/right
+    elif pad_h or pad_w:
+        padded = x.new_empty(b, hp, wp, c)
+        padded[:, :h, :w] = x
+        padded[:, h:] = pad_value
+        padded[:, :h, w:] = pad_value
+        x = padded
     # b (nh ws) (nw ws) c -> (b nh nw) ws ws c
     x = x.view(b, hp // window_size, window_size, wp // window_size, window_size, c)
     windows = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, c)

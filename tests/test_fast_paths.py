@@ -1,0 +1,137 @@
+"""Fast paths of the ViT agree with the reference computations, forward and backward."""
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vitdet.modeling.pos_embed import decomposed_rel_pos_bias, decomposed_rel_pos_terms
+from vitdet.modeling.rel_pos_attention import rel_pos_attention
+from vitdet.modeling.vit import Attention, ViT, linear
+from vitdet.modeling.windows import window_partition, window_unpartition
+
+
+def explicit_attention(q, k, v, rel_h, rel_w, scale):
+    bias = (rel_h[..., :, None] + rel_w[..., None, :]).flatten(-2)
+    return ((q @ k.transpose(-2, -1)) * scale + bias).softmax(dim=-1) @ v
+
+
+@pytest.mark.parametrize("chunk_elements", [2 * 3 * 4 * 20, 2**26])  # 4-row chunks / one chunk
+def test_rel_pos_attention_matches_explicit_forward_and_backward(chunk_elements):
+    b, nh, kh, kw, d = 2, 3, 5, 4, 8
+    n = kh * kw
+    gen = torch.Generator().manual_seed(0)
+    inputs = [
+        torch.randn(*shape, generator=gen, dtype=torch.float64, requires_grad=True)
+        for shape in [(b, nh, n, d)] * 3 + [(b, nh, n, kh), (b, nh, n, kw)]
+    ]
+    out = rel_pos_attention(*inputs, scale=0.3, chunk_elements=chunk_elements)
+    expected = explicit_attention(*inputs, scale=0.3)
+    assert (out - expected).abs().max() < 1e-12
+    grad = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    got = torch.autograd.grad(out, inputs, grad)
+    want = torch.autograd.grad(expected, inputs, grad)
+    for name, g, w in zip(("q", "k", "v", "rel_h", "rel_w"), got, want, strict=True):
+        assert (g - w).abs().max() < 1e-12, name
+
+
+def test_rel_pos_attention_uneven_chunks_without_autograd():
+    q, k, v = (torch.randn(1, 2, 12, 4) for _ in range(3))
+    rel_h, rel_w = torch.randn(1, 2, 12, 3), torch.randn(1, 2, 12, 4)
+    with torch.no_grad():
+        out = rel_pos_attention(q, k, v, rel_h, rel_w, scale=0.5, chunk_elements=2 * 12 * 5)
+    assert (out - explicit_attention(q, k, v, rel_h, rel_w, 0.5)).abs().max() < 1e-6
+
+
+def test_rel_pos_terms_sum_to_the_bias():
+    q = torch.randn(6, 3 * 5, 8)
+    table_h, table_w = torch.randn(5, 8), torch.randn(9, 8)
+    rel_h, rel_w = decomposed_rel_pos_terms(q, table_h, table_w, (3, 5), (3, 5))
+    assert rel_h.shape == (6, 15, 3) and rel_w.shape == (6, 15, 5)
+    bias = decomposed_rel_pos_bias(q, table_h, table_w, (3, 5), (3, 5))
+    assert torch.allclose((rel_h[..., :, None] + rel_w[..., None, :]).flatten(-2), bias)
+
+
+def test_window_partition_pads_with_a_given_token():
+    x = torch.randn(2, 5, 4, 3)
+    fill = torch.tensor([1.0, -2.0, 3.0])
+    windows, pad_hw = window_partition(x, 3, pad_value=fill)
+    assert pad_hw == (6, 6)
+    grid = window_unpartition(windows, 3, pad_hw, pad_hw)  # uncropped
+    assert torch.equal(grid[:, :5, :4], x)
+    assert torch.equal(grid[:, 5:], fill.expand(2, 1, 6, 3))
+    assert torch.equal(grid[:, :, 4:], fill.expand(2, 6, 2, 3))
+
+
+@pytest.mark.parametrize("hw", [(7, 7), (5, 8), (3, 3)])
+@pytest.mark.parametrize("qkv_bias", [True, False])
+def test_window_attention_fused_equals_reference_order(hw, qkv_bias):
+    # fused: qkv on real tokens, padding filled with the qkv bias; plain: zero-pad, then qkv
+    torch.manual_seed(0)
+    attn = Attention(
+        dim=16,
+        num_heads=2,
+        qkv_bias=qkv_bias,
+        use_rel_pos=True,
+        rel_pos_zero_init=False,
+        window_size=3,
+    )
+    if qkv_bias:
+        nn.init.normal_(attn.qkv.bias)  # padded tokens' k / v rows are this bias
+    x = torch.randn(2, *hw, 16, requires_grad=True)
+    results = []
+    for fused in (True, False):
+        attn.use_fused_attn = fused
+        out = attn(x)
+        grads = torch.autograd.grad(out.square().sum(), [x, *attn.parameters()])
+        results.append((out, grads))
+    (fused_out, fused_grads), (plain_out, plain_grads) = results
+    assert (fused_out - plain_out).abs().max() < 1e-5
+    for g, w in zip(fused_grads, plain_grads, strict=True):
+        assert (g - w).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("gelu", [None, "none", "tanh"])
+def test_linear_matches_torch_forward_and_backward(gelu):
+    layer = nn.Linear(16, 24)
+    x = torch.randn(2, 3, 5, 16, requires_grad=True)
+    out = linear(x, layer, gelu=gelu)
+    expected = F.linear(x, layer.weight, layer.bias)
+    if gelu is not None:
+        expected = F.gelu(expected, approximate=gelu)
+    assert (out - expected).abs().max() < 1e-5
+    grad = torch.randn_like(out)
+    params = [x, layer.weight, layer.bias]
+    for g, w in zip(
+        torch.autograd.grad(out, params, grad),
+        torch.autograd.grad(expected, params, grad),
+        strict=True,
+    ):
+        assert (g - w).abs().max() < 1e-4
+    with torch.no_grad():
+        assert (linear(x, layer, gelu=gelu) - expected).abs().max() < 1e-5
+
+
+def test_vit_fused_and_plain_agree_in_training():
+    torch.manual_seed(0)
+    kw = dict(
+        img_size=64,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        window_size=3,
+        global_attn_indexes=(1,),
+        pretrain_img_size=32,
+        rel_pos_zero_init=False,
+    )
+    fused, plain = ViT(**kw), ViT(**kw, use_fused_attn=False)
+    plain.load_state_dict(fused.state_dict())
+    x = torch.randn(1, 3, 64, 80)
+    outs, grads = [], []
+    for model in (fused, plain):
+        out = model(x)["last_feat"]
+        outs.append(out)
+        grads.append(torch.autograd.grad(out.square().mean(), list(model.parameters())))
+    assert (outs[0] - outs[1]).abs().max() < 1e-5
+    for g, w in zip(*grads, strict=True):
+        assert (g - w).abs().max() < 1e-5
