@@ -1,0 +1,65 @@
+"""tools/benchmark.py on a tiny model: the report's structure and parity, never its times."""
+
+import importlib.util
+import json
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO
+
+reference = pytest.importorskip("detectron2.modeling")
+pytestmark = pytest.mark.skipif(
+    not hasattr(reference, "ViT"), reason="installed detectron2 has no reference ViT"
+)
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location("benchmark", REPO / "tools" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_tool(monkeypatch, *args: str):
+    """tools/benchmark.py's main() in this process with ``args`` (restores the thread count)."""
+    tool = load_tool()
+    monkeypatch.setattr(sys, "argv", ["benchmark.py", "--tiny", "--threads", "1", *args])
+    threads = torch.get_num_threads()
+    try:
+        tool.main()
+    finally:
+        torch.set_num_threads(threads)
+    return tool
+
+
+def test_tiny_benchmark_report(tmp_path, monkeypatch):
+    pytest.importorskip("timm")  # the reference Block imports timm
+    out = tmp_path / "bench.json"
+    tasks = ["backbone_infer", "backbone_infer_bf16", "backbone_train"]
+    args = ["--repeats", "1", "--train-repeats", "1", "--no-memory", "--json", str(out)]
+    tool = run_tool(monkeypatch, *args, "--tasks", *tasks)
+    result = json.loads(out.read_text())
+    assert {"machine", "ceiling", "rows", "args"} <= set(result)
+    assert {"cpu", "cores", "threads", "torch", "date"} <= set(result["machine"])
+    assert result["ceiling"]["best_gflops"] == max(result["ceiling"]["gflops"].values())
+    rows = {row["task"]: row for row in result["rows"]}
+    assert list(rows) == ["backbone_infer", "backbone_infer_bf16", "backbone_train"]
+    for row in rows.values():
+        for impl in ("ref", "ours"):
+            assert len(row[impl]["wall_s"]) == 1 and row[impl]["median_s"] > 0
+    infer = rows["backbone_infer"]
+    assert list(infer["max_abs_diff"]) == ["p2", "p3", "p4", "p5", "p6"]
+    assert max(infer["max_abs_diff"].values()) <= 1e-4
+    assert infer["gmac"] > 0 and infer["ours"]["gflops"] > 0
+    assert rows["backbone_train"]["max_abs_diff"] <= 1e-4  # the same loss, drop path included
+    bf16 = rows["backbone_infer_bf16"]["max_abs_diff_vs_fp32_reference"]
+    assert set(bf16) == {"ref", "ours"}
+    assert "| B | backbone_infer |" in tool.markdown(result)
+
+
+def test_memory_probe_reports_the_task_peak(capsys, monkeypatch):
+    run_tool(monkeypatch, "--probe-task", "backbone_infer", "--probe-impl", "ours")
+    peak = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["peak_mb"]
+    assert peak >= 0
