@@ -241,8 +241,7 @@ def _tracing(module: nn.Module, *, plain_attention: bool) -> Iterator[None]:
         stack.enter_context(torch.no_grad())
         stack.enter_context(patch_builtin_len())
         stack.enter_context(_expected_warnings())
-        # create: harmless where vit.py has no such flag
-        stack.enter_context(mock.patch.object(vit, "_HAS_ONEDNN_LINEAR", False, create=True))
+        stack.enter_context(mock.patch.object(vit, "_HAS_ONEDNN_LINEAR", False))
         if plain_attention:
             for m in fused:
                 m.use_fused_attn = False
