@@ -55,10 +55,10 @@ TINY_NET = dict(
 IMPLS = ("ref", "ours")
 TASKS = (
     "backbone_infer",
-    "backbone_infer_bf16",
-    "detector_infer",
     "backbone_train",
     "backbone_train_ckpt",
+    "detector_infer",
+    "backbone_infer_bf16",
 )
 
 
@@ -363,7 +363,7 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def benchmark_size(args, size: str, tasks: list[str]) -> list[dict]:
+def benchmark_size(args, size: str, tasks: list[str], save: Callable) -> list[dict]:
     detectors = build_detectors(size, args.tiny, args.device)
     gmac = backbone_gmac(detectors["ref"].backbone, args.image_size, args.device)
     rows = []
@@ -398,7 +398,9 @@ def benchmark_size(args, size: str, tasks: list[str]) -> list[dict]:
                     entry["peak_mb"] = measure_memory(args, size, task, impl)
             row[impl] = entry
         rows.append(row)
+        save(rows)  # a partial report survives a crash or an out-of-memory kill
         print(table_row(row), flush=True)
+        del runs, outputs
     return rows
 
 
@@ -433,17 +435,23 @@ def main() -> None:
     shapes = [(4096, 4096, 4096), (tokens, dim, 3 * dim), (tokens, dim, 4 * dim)]
     gflops = matmul_gflops(shapes if not args.tiny else shapes[1:], args.device)
     print("\n".join(HEADER), flush=True)
+
+    def save(rows: list[dict]) -> dict:
+        best = max(gflops, key=gflops.get)
+        ceiling = {"gflops": gflops, "best": best, "best_gflops": gflops[best]}
+        machine["load_average_end"] = os.getloadavg()
+        result = {"machine": machine, "ceiling": ceiling, "rows": rows, "args": vars(args)}
+        Path(args.json).write_text(json.dumps(result, indent=1))
+        return result
+
     rows = []
     for size in args.size:
-        rows += benchmark_size(args, size, args.tasks)
+        done = list(rows)
+        rows += benchmark_size(args, size, args.tasks, lambda new, done=done: save(done + new))
     # the ceiling again after the runs: the best of both is the machine's peak
     after = matmul_gflops(shapes if not args.tiny else shapes[1:], args.device)
     gflops = {k: max(v, after[k]) for k, v in gflops.items()}
-    best = max(gflops, key=gflops.get)
-    ceiling = {"gflops": gflops, "best": best, "best_gflops": gflops[best]}
-    machine["load_average_end"] = os.getloadavg()
-    result = {"machine": machine, "ceiling": ceiling, "rows": rows, "args": vars(args)}
-    Path(args.json).write_text(json.dumps(result, indent=1))
+    result = save(rows)
     print()
     print(markdown(result))
 
