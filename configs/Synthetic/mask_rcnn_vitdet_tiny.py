@@ -70,7 +70,6 @@ train.eval_period = 500
 train.checkpointer.period = 500
 train.log_period = 20
 train.seed = 0
-train.device = "cpu"
 
 optimizer.lr = 4e-4  # from scratch, batch 8
 optimizer.weight_decay = 0.05

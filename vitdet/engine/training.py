@@ -90,11 +90,13 @@ def wrap_ddp(cfg: DictConfig, model: torch.nn.Module) -> torch.nn.Module:
 def build_trainer(cfg: DictConfig) -> tuple[Trainer, AtomicCheckpointer]:
     """The model, optimizer, ``Trainer`` (without its data loader: it depends on the start
     iteration) and checkpointer of ``cfg``."""
+    amp = cfg.train.amp
+    if amp.dtype not in AMP_DTYPES:
+        raise ConfigError(f"train.amp.dtype={amp.dtype!r}: use one of {sorted(AMP_DTYPES)}")
     model = build_model(cfg)
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
     model = wrap_ddp(cfg, model)
-    amp = cfg.train.amp
     trainer = Trainer(
         model,
         None,
