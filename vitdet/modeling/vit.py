@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -18,6 +19,7 @@ from detectron2.modeling import Backbone
 
 from .pos_embed import decomposed_rel_pos_bias, decomposed_rel_pos_terms, resample_abs_pos
 from .rel_pos_attention import rel_pos_attention
+from .sincos import sincos_pos_embed
 from .windows import window_partition, window_unpartition
 
 __all__ = ["ViT", "Block", "Attention", "PatchEmbed"]
@@ -350,6 +352,8 @@ class ViT(Backbone):
         pretrain_img_size: int = 224,
         pretrain_use_cls_token: bool = True,
         use_fused_attn: bool = True,
+        patch_embed_layer: Callable[..., nn.Module] = PatchEmbed,
+        pos_embed_type: Literal["learned", "sincos"] = "learned",
         out_feature: str = "last_feat",
     ) -> None:
         super().__init__()
@@ -358,13 +362,26 @@ class ViT(Backbone):
                 raise ValueError(f"block index {i} is out of range for depth {depth}")
         self.pretrain_use_cls_token = pretrain_use_cls_token
         self.use_act_checkpoint = use_act_checkpoint
-        self.patch_embed = PatchEmbed(patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim)
+        if pos_embed_type not in ("learned", "sincos"):
+            raise ValueError(
+                f"pos_embed_type must be 'learned' or 'sincos', got {pos_embed_type!r}"
+            )
+        # PatchEmbed, or a drop-in with the same arguments and output (ConvStem)
+        self.patch_embed = patch_embed_layer(
+            patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim
+        )
 
         if use_abs_pos:
             # Pretraining layout: (1, [cls] + S * S, C) with S = pretrain_img_size / patch_size.
             num_patches = (pretrain_img_size // patch_size) ** 2
             num_positions = num_patches + 1 if pretrain_use_cls_token else num_patches
-            self.pos_embed = nn.Parameter(torch.zeros(1, num_positions, embed_dim))
+            if pos_embed_type == "sincos":
+                # Fixed: a buffer, in the state dict (checkpoints carry pos_embed), not trained.
+                side = pretrain_img_size // patch_size
+                table = sincos_pos_embed(embed_dim, (side, side), cls_token=pretrain_use_cls_token)
+                self.register_buffer("pos_embed", table)
+            else:
+                self.pos_embed = nn.Parameter(torch.zeros(1, num_positions, embed_dim))
         else:
             self.pos_embed = None
         self._pos_cache: dict[tuple, torch.Tensor] = {}
@@ -395,7 +412,7 @@ class ViT(Backbone):
         self._out_feature_strides = {out_feature: patch_size}
         self._out_features = [out_feature]
 
-        if self.pos_embed is not None:
+        if isinstance(self.pos_embed, nn.Parameter):
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.apply(self._init_weights)
 
