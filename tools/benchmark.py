@@ -239,12 +239,15 @@ def probe_memory(args) -> None:
     print(json.dumps({"peak_mb": peak}))
 
 
-def measure_memory(args, size: str, task: str, impl: str) -> float:
+def measure_memory(args, size: str, task: str, impl: str) -> float | str:
+    """Peak MB of ``task`` in a fresh process, or why there is none (e.g. killed: out of memory)."""
     cmd = [sys.executable, __file__, "--probe-task", task, "--probe-impl", impl]
     cmd += ["--size", size, "--image-size", str(args.image_size), "--threads", str(args.threads)]
     cmd += ["--device", args.device] + (["--tiny"] if args.tiny else [])
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])["peak_mb"]
+    probe = subprocess.run(cmd, capture_output=True, text=True)
+    if probe.returncode:
+        return f"probe failed (exit {probe.returncode}; -9: killed, e.g. out of memory)"
+    return json.loads(probe.stdout.strip().splitlines()[-1])["peak_mb"]
 
 
 # --- ceiling and FLOPs -------------------------------------------------------------------------
@@ -394,11 +397,16 @@ def benchmark_size(args, size: str, tasks: list[str], save: Callable) -> list[di
                 entry["median_s"] = statistics.median(times[impl]["wall"])
                 if task == "backbone_infer":
                     entry["gflops"] = 2 * gmac / entry["median_s"]
-                if args.memory and task != "backbone_infer_bf16":
-                    entry["peak_mb"] = measure_memory(args, size, task, impl)
             row[impl] = entry
         rows.append(row)
         save(rows)  # a partial report survives a crash or an out-of-memory kill
+        for impl in times if args.memory and task != "backbone_infer_bf16" else ():
+            peak = measure_memory(args, size, task, impl)
+            if isinstance(peak, str):
+                row[impl]["peak_error"] = peak
+            else:
+                row[impl]["peak_mb"] = peak
+        save(rows)
         print(table_row(row), flush=True)
         del runs, outputs
     return rows
