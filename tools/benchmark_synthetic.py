@@ -23,6 +23,7 @@ from detectron2.utils.events import EventStorage
 from detectron2.utils.logger import setup_logger
 
 from vitdet.engine import load_config, resolve_device, setup_datasets, setup_run, train
+from vitdet.engine.training import AMP_DTYPES
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
@@ -63,7 +64,8 @@ def _load(config_file: str, overrides: list[str]):
 
 def time_steps(cfg, *, steps: int) -> dict[str, float]:
     """Median CPU seconds per training step of each part: forward of the TIMED_MODULES,
-    backward, optimizer step. The same real batch of the training loader is used for every step.
+    backward, optimizer step, with the config's mixed precision. The same real batch of the
+    training loader is used for every step.
 
     CPU time of this process, medians: with OMP_NUM_THREADS=1 this is the step's time on an
     idle core however busy the (shared) machine is; wall-clock time is not.
@@ -87,12 +89,16 @@ def time_steps(cfg, *, steps: int) -> dict[str, float]:
         module = model.get_submodule(name)
         module.register_forward_pre_hook(lambda *_, n=name: start(n))
         module.register_forward_hook(lambda *_, n=name: stop(n))
+    amp = cfg.train.amp
+    device_type = torch.device(cfg.train.device).type
+    autocast = torch.autocast(device_type, dtype=AMP_DTYPES.get(amp.dtype), enabled=amp.enabled)
     history = defaultdict(list)
     with EventStorage():
         for step in range(steps + 1):  # step 0 warms up and is not counted
             step_times.clear()
             start("forward")
-            loss = sum(model(batch).values())
+            with autocast:
+                loss = sum(model(batch).values())
             stop("forward")
             start("backward")
             optimizer.zero_grad()
@@ -120,7 +126,8 @@ def run_steps(args) -> None:
         rows.append(f"| {part} | " + " | ".join(f"{t[part]:.2f} s" for t in table.values()) + " |")
     batch = cfg.dataloader.train.total_batch_size
     threads = torch.get_num_threads()
-    text = f"CPU seconds per training step, batch {batch}, {threads} thread(s)\n\n"
+    precision = cfg.train.amp.dtype if cfg.train.amp.enabled else "float32"
+    text = f"CPU seconds per training step, batch {batch}, {precision}, {threads} thread(s)\n\n"
     text += "\n".join(rows) + "\n"
     with open(os.path.join(args.output_dir, "steps.md"), "w") as f:
         f.write(text)

@@ -62,13 +62,13 @@ def setup_run(
     coco_datasets: Sequence[Sequence[str]] = (),
 ) -> DictConfig:
     """The config of a run, ready to use: loaded with checked overrides, logging to
-    ``train.output_dir``, datasets registered, num_classes set, detectron2's ``default_setup``
-    (environment log, ``config.yaml``, seeds), device chosen."""
+    ``train.output_dir``, datasets registered, num_classes set, device chosen, then
+    detectron2's ``default_setup`` (environment log, the final ``config.yaml``, seeds)."""
     cfg = load_config(config_file, overrides)
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="vitdet")
     setup_datasets(cfg, coco_datasets, overrides=overrides)
-    default_setup(cfg, args)
     resolve_device(cfg)
+    default_setup(cfg, args)
     return cfg
 
 
