@@ -146,7 +146,7 @@ def read_curve(metrics_file: str) -> list[dict]:
             if "bbox/AP" in row:
                 curve.append(
                     {
-                        "iteration": row["train_iterations"],
+                        "iteration": int(row["train_iterations"]),
                         "train_minutes": row["train_seconds"] / 60,
                         "train_cpu_minutes": row.get("train_cpu_seconds", float("nan")) / 60,
                         "box_AP": row["bbox/AP"],
