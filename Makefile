@@ -13,7 +13,7 @@ test: setup
 	$(PY) -m pytest -q tests
 
 demo: setup
-	$(PY) -m vitdet.data.synthetic --root datasets/synthetic
+	$(PY) tools/make_synthetic.py --root datasets/synthetic
 	$(PY) tools/train_net.py --config-file $(SYNTH_CONFIG) train.output_dir=$(DEMO_OUT)
 	$(PY) tools/demo.py --config-file $(SYNTH_CONFIG) --weights $(DEMO_OUT)/model_final.pth \
 		--input datasets/synthetic/val --output $(DEMO_OUT)/demo

@@ -1,13 +1,12 @@
 """tools/benchmark.py on a tiny model: the report's structure and parity, never its times."""
 
-import importlib.util
 import json
 import sys
 
 import pytest
 import torch
 
-from conftest import REPO
+from helpers import load_tool
 
 reference = pytest.importorskip("detectron2.modeling")
 pytestmark = pytest.mark.skipif(
@@ -15,16 +14,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location("benchmark", REPO / "tools" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def run_tool(monkeypatch, *args: str):
     """tools/benchmark.py's main() in this process with ``args`` (restores the thread count)."""
-    tool = load_tool()
+    tool = load_tool("benchmark")
     monkeypatch.setattr(sys, "argv", ["benchmark.py", "--tiny", "--threads", "1", *args])
     threads = torch.get_num_threads()
     try:

@@ -29,7 +29,7 @@ from vitdet.checkpoint import (
 )
 from vitdet.modeling.pos_embed import rel_pos_table, resample_abs_pos
 
-from conftest import KEYS_DIR, REPO
+from helpers import KEYS_DIR, REPO
 
 MODEL_CONFIG = REPO / "configs" / "common" / "models" / "mask_rcnn_vitdet.py"
 # A tiny detector with the released names: ViT 32-d, 2 blocks (window 2, then global), 4x4

@@ -6,7 +6,7 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from conftest import KEYS_DIR, REPO
+from helpers import KEYS_DIR, REPO
 
 CONFIGS = sorted(
     str(p.relative_to(REPO)) for d in ("COCO", "LVIS") for p in (REPO / "configs" / d).glob("*.py")

@@ -1,7 +1,6 @@
 """Predictor, image reading and tools/demo.py on a tiny random ViTDet (CPU, a few seconds each)."""
 
 import copy
-import importlib.util
 import json
 import struct
 import subprocess
@@ -20,32 +19,15 @@ from PIL import Image
 from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 
+from vitdet.config import load_config
+from vitdet.data.images import ImageReadError, VideoFrames, expand_inputs, read_image
 from vitdet.demo import coco_results, output_names
-from vitdet.images import ImageReadError, VideoFrames, expand_inputs, read_image
-from vitdet.predictor import Predictor, dataset_metadata, load_config
+from vitdet.predictor import Predictor, dataset_metadata
 
-from conftest import REPO
+from helpers import COCO_CONFIG as CONFIG
+from helpers import REPO, TEST_SIZE, load_tool, scene
+from helpers import TINY_DETECTOR as TINY
 
-CONFIG = REPO / "configs" / "COCO" / "mask_rcnn_vitdet_b_100ep.py"
-TEST_SIZE = 128  # == ViT img_size == square_pad (follows img_size) == test resize
-# A tiny ViTDet: 2 blocks of width 64 at 128 px, slim box / mask heads, few proposals and
-# detections; a zero score threshold in the box predictor so that random weights still detect
-# (scores ~ 1 / 81).
-TINY = [
-    "model.backbone.net.embed_dim=64",
-    "model.backbone.net.depth=2",
-    "model.backbone.net.num_heads=2",
-    "model.backbone.net.global_attn_indexes=[1]",
-    f"model.backbone.net.img_size={TEST_SIZE}",
-    f"dataloader.test.mapper.augmentations.0.short_edge_length={TEST_SIZE}",
-    f"dataloader.test.mapper.augmentations.0.max_size={TEST_SIZE}",
-    "model.roi_heads.box_head.conv_dims=[64]",
-    "model.roi_heads.mask_head.conv_dims=[64,64]",  # one conv, then the upsampling deconv
-    "model.proposal_generator.pre_nms_topk.1=100",
-    "model.proposal_generator.post_nms_topk.1=20",
-    "model.roi_heads.box_predictor.test_score_thresh=0.0",
-    "model.roi_heads.box_predictor.test_topk_per_image=4",
-]
 # Inputs the demo refuses, and the words of the reason it gives.
 BAD_KINDS = {
     "empty.jpg": "empty file",
@@ -55,40 +37,17 @@ BAD_KINDS = {
 }
 
 
-def _load_demo_tool():
-    spec = importlib.util.spec_from_file_location("demo_tool", REPO / "tools" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-demo_tool = _load_demo_tool()
+demo_tool = load_tool("demo")
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    """Random weights of the tiny model, saved as the trainer saves them."""
-    torch.manual_seed(0)
-    model = instantiate(load_config(CONFIG, TINY).model)
-    path = tmp_path_factory.mktemp("weights") / "tiny.pth"
-    torch.save({"model": model.state_dict()}, path)
-    return path
+def weights(tiny_detector_weights):
+    return tiny_detector_weights
 
 
 @pytest.fixture(scope="module")
 def predictor(weights):
     return Predictor.from_config_file(CONFIG, weights, overrides=TINY, device="cpu")
-
-
-def _scene(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """Coloured rectangles on a gray background, (H, W, 3) uint8 RGB."""
-    rng = np.random.default_rng(seed)
-    image = np.full((height, width, 3), 120, np.uint8)
-    for _ in range(4):
-        y, x = rng.integers(0, height - 10), rng.integers(0, width - 10)
-        h, w = rng.integers(8, height // 2), rng.integers(8, width // 2)
-        image[y : y + h, x : x + w] = rng.integers(0, 256, 3)
-    return image
 
 
 def _oversized_png(path, side: int = 9500) -> None:
@@ -109,7 +68,7 @@ def _oversized_png(path, side: int = 9500) -> None:
 def _write_bad_inputs(folder) -> None:
     """One file per kind of input the demo must refuse (``BAD_KINDS``)."""
     (folder / "empty.jpg").write_bytes(b"")
-    Image.fromarray(_scene(64, 80)).save(folder / "full.jpg", quality=90)
+    Image.fromarray(scene(64, 80)).save(folder / "full.jpg", quality=90)
     data = (folder / "full.jpg").read_bytes()
     (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
     (folder / "full.jpg").unlink()
@@ -119,14 +78,14 @@ def _write_bad_inputs(folder) -> None:
 
 def _write_odd_inputs(folder) -> dict[str, tuple[int, int]]:
     """Readable but unusual images; returns each file's upright (H, W)."""
-    Image.fromarray(_scene(70, 100)).convert("L").save(folder / "gray.png")
-    rgba = np.dstack([_scene(60, 90), np.full((60, 90), 128, np.uint8)])
+    Image.fromarray(scene(70, 100)).convert("L").save(folder / "gray.png")
+    rgba = np.dstack([scene(60, 90), np.full((60, 90), 128, np.uint8)])
     Image.fromarray(rgba, "RGBA").save(folder / "rgba.png")
     gray16 = (np.linspace(0, 65535, 50 * 80).reshape(50, 80)).astype(np.uint16)
     Image.fromarray(gray16).save(folder / "gray16.png")
     exif = Image.Exif()
     exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
-    Image.fromarray(_scene(40, 96)).save(folder / "rotated.jpg", exif=exif)
+    Image.fromarray(scene(40, 96)).save(folder / "rotated.jpg", exif=exif)
     return {
         "gray.png": (70, 100),
         "rgba.png": (60, 90),
@@ -158,21 +117,21 @@ def test_read_image_refuses_bad_files_with_reason(bad_inputs, name):
 def test_read_image_missing_file_and_decompression_bomb(tmp_path, monkeypatch):
     with pytest.raises(ImageReadError, match="no such file"):
         read_image(tmp_path / "missing.png")
-    Image.fromarray(_scene(100, 100)).save(tmp_path / "small.png")
+    Image.fromarray(scene(100, 100)).save(tmp_path / "small.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 10000 px > 2x: Pillow's own error
     with pytest.raises(ImageReadError, match="too large"):
         read_image(tmp_path / "small.png")
 
 
 def test_read_image_grayscale_and_palette(tmp_path):
-    scene = _scene(30, 40)
-    Image.fromarray(scene).convert("L").save(tmp_path / "gray.png")
+    picture = scene(30, 40)
+    Image.fromarray(picture).convert("L").save(tmp_path / "gray.png")
     gray = read_image(tmp_path / "gray.png")
     assert gray.shape == (30, 40, 3) and gray.dtype == np.uint8
     assert (gray == gray[:, :, :1]).all()
-    np.testing.assert_array_equal(gray[:, :, 0], np.asarray(Image.fromarray(scene).convert("L")))
+    np.testing.assert_array_equal(gray[:, :, 0], np.asarray(Image.fromarray(picture).convert("L")))
 
-    palette = Image.fromarray(scene).convert("P")
+    palette = Image.fromarray(picture).convert("P")
     palette.info["transparency"] = palette.getpixel((0, 0))
     palette.save(tmp_path / "palette.png", transparency=palette.getpixel((0, 0)))
     assert (read_image(tmp_path / "palette.png")[0, 0] == 255).all()  # transparent -> white
@@ -233,7 +192,7 @@ def test_output_names_are_unique_and_relative():
 
 
 def test_predictor_returns_original_coordinates(predictor):
-    image = _scene(90, 160)  # non-square: resized to 72 x 128, padded to 128 x 128
+    image = scene(90, 160)  # non-square: resized to 72 x 128, padded to 128 x 128
     instances = predictor(image)
     assert len(instances) > 0
     assert instances.image_size == (90, 160)
@@ -253,7 +212,7 @@ def test_predictor_resize_is_the_evaluation_mappers(predictor, tmp_path):
     assert not mapper.is_train
     for height, width in ((90, 160), (200, 130)):
         path = tmp_path / f"{height}x{width}.png"
-        Image.fromarray(_scene(height, width)).save(path)
+        Image.fromarray(scene(height, width)).save(path)
         mapped = mapper({"file_name": str(path), "height": height, "width": width})
         ours = predictor.preprocess(read_image(path))
         assert (ours["height"], ours["width"]) == (height, width)
@@ -262,7 +221,7 @@ def test_predictor_resize_is_the_evaluation_mappers(predictor, tmp_path):
 
 
 def test_predictor_batch_and_score_threshold(predictor):
-    images = [_scene(90, 160, seed=1), _scene(128, 100, seed=2)]
+    images = [scene(90, 160, seed=1), scene(128, 100, seed=2)]
     batch = predictor.predict_batch(images)
     for image, batched in zip(images, batch, strict=True):
         single = predictor(image)  # square padding: batching does not change the input
@@ -311,7 +270,7 @@ def _run_demo_tool(weights, inputs, output, *extra) -> int:
 def test_demo_batch_with_bad_inputs(weights, tmp_path, capsys):
     folder = tmp_path / "inputs"
     folder.mkdir()
-    Image.fromarray(_scene(90, 160)).save(folder / "scene.png")
+    Image.fromarray(scene(90, 160)).save(folder / "scene.png")
     sizes = {"scene.png": (90, 160), **_write_odd_inputs(folder)}
     _write_bad_inputs(folder)
     out = tmp_path / "out"
@@ -327,8 +286,8 @@ def test_demo_batch_with_bad_inputs(weights, tmp_path, capsys):
     for name, size in sizes.items():  # pictures upright, at the input's size
         picture = np.asarray(Image.open(out / (name.rsplit(".", 1)[0] + ".jpg")))
         assert picture.shape[:2] == size
-    scene = np.asarray(Image.open(out / "scene.jpg")).astype(int)
-    assert np.abs(scene - _scene(90, 160)).mean() > 5  # boxes, masks and labels were drawn
+    drawn = np.asarray(Image.open(out / "scene.jpg")).astype(int)
+    assert np.abs(drawn - scene(90, 160)).mean() > 5  # boxes, masks and labels were drawn
 
     results = json.loads((out / "predictions.json").read_text())
     files = {r["image_id"]: r["file_name"] for r in results}
@@ -363,7 +322,7 @@ def test_demo_usage_errors(weights, tmp_path, capsys):
             + ["model.x=1", "--output", "o"]
         )
     assert info.value.code == 2
-    Image.fromarray(_scene(32, 32)).save(tmp_path / "scene.png")
+    Image.fromarray(scene(32, 32)).save(tmp_path / "scene.png")
     (tmp_path / "notes.pth").write_text("not a checkpoint")
     assert _run_demo_tool(tmp_path / "notes.pth", [tmp_path / "scene.png"], tmp_path / "out") == 2
     assert "error: --weights" in capsys.readouterr().err
@@ -371,12 +330,12 @@ def test_demo_usage_errors(weights, tmp_path, capsys):
 
 def test_demo_video_and_all_good_exit_status(weights, tmp_path):
     """The tool as a user runs it: one image and a 3-frame video, all succeed -> exit 0."""
-    Image.fromarray(_scene(64, 96)).save(tmp_path / "scene.png")
+    Image.fromarray(scene(64, 96)).save(tmp_path / "scene.png")
     writer = cv2.VideoWriter(
         str(tmp_path / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 5, (96, 64)
     )
     for seed in range(3):
-        writer.write(_scene(64, 96, seed=seed))
+        writer.write(scene(64, 96, seed=seed))
     writer.release()
     out = tmp_path / "out"
     argv = ["--config-file", CONFIG, "--weights", weights, "--input", tmp_path / "scene.png"]

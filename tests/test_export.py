@@ -13,9 +13,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from detectron2.config import instantiate
 from PIL import Image
-from test_demo import CONFIG, TEST_SIZE, TINY, _scene
 
 from vitdet.export import (
     BackboneForExport,
@@ -33,9 +31,11 @@ from vitdet.export import (
     run_torchscript,
 )
 from vitdet.modeling.rel_pos_attention import rel_pos_attention
-from vitdet.predictor import Predictor, load_config
+from vitdet.predictor import Predictor
 
-from conftest import REPO
+from helpers import COCO_CONFIG as CONFIG
+from helpers import REPO, TEST_SIZE, scene
+from helpers import TINY_DETECTOR as TINY
 
 DETECTION_ATOL = {"boxes": 1e-3, "classes": 0.0, "scores": 1e-5, "masks": 1e-5}
 FEATURE_ATOL = 1e-4
@@ -43,9 +43,9 @@ FORMATS = {"torchscript": (export_torchscript, run_torchscript), "onnx": (export
 NUM_ON_A = 3  # detections on image A: the score threshold is set between its 3rd and 4th
 # Resized images (3, h, w) uint8, as the test-time resize leaves them; A is traced.
 IMAGES = {
-    "A": torch.as_tensor(_scene(96, TEST_SIZE, seed=0).transpose(2, 0, 1).copy()),
-    "B": torch.as_tensor(_scene(TEST_SIZE, 72, seed=2).transpose(2, 0, 1).copy()),
-    "C": torch.as_tensor(_scene(TEST_SIZE, TEST_SIZE, seed=3).transpose(2, 0, 1).copy()),
+    "A": torch.as_tensor(scene(96, TEST_SIZE, seed=0).transpose(2, 0, 1).copy()),
+    "B": torch.as_tensor(scene(TEST_SIZE, 72, seed=2).transpose(2, 0, 1).copy()),
+    "C": torch.as_tensor(scene(TEST_SIZE, TEST_SIZE, seed=3).transpose(2, 0, 1).copy()),
     "empty": torch.zeros(3, 80, TEST_SIZE, dtype=torch.uint8),
 }
 DOCS = REPO / "docs" / "EXPORT.md"
@@ -65,12 +65,8 @@ assert not {m.split(".")[0] for m in sys.modules} & {"vitdet", "detectron2"}
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    model = instantiate(load_config(CONFIG, TINY).model)
-    path = tmp_path_factory.mktemp("weights") / "tiny.pth"
-    torch.save({"model": model.state_dict()}, path)
-    return path
+def weights(tiny_detector_weights):
+    return tiny_detector_weights
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +174,7 @@ def test_docs_script_runs_exports_without_vitdet(predictor, detector_exports, tm
     (code,) = re.findall(r"```python\n(# run_exported\.py.*?)```", DOCS.read_text(), re.DOTALL)
     script = tmp_path / "run_exported.py"
     script.write_text(code)
-    image = _scene(150, 260, seed=4)  # resized to 74 x 128
+    image = scene(150, 260, seed=4)  # resized to 74 x 128
     np.save(tmp_path / "image.npy", image)
     Image.fromarray(image).save(tmp_path / "image.png")
     paths = [str(detector_exports[fmt]) for fmt in sorted(FORMATS)]
@@ -207,7 +203,7 @@ def test_docs_script_runs_exports_without_vitdet(predictor, detector_exports, tm
 
 
 def test_export_tool(weights, tmp_path):
-    Image.fromarray(_scene(100, 140, seed=5)).save(tmp_path / "scene.png")
+    Image.fromarray(scene(100, 140, seed=5)).save(tmp_path / "scene.png")
     output = tmp_path / "out" / "model.onnx"
     argv = ["--config-file", CONFIG, "--weights", weights, "--format", "onnx", "--what", "model"]
     argv += ["--output", output, "--sample-image", tmp_path / "scene.png", "--", *TINY]

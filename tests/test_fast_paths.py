@@ -1,13 +1,13 @@
-"""Fast paths of the ViT agree with the reference computations, forward and backward."""
+"""Fast paths of the ViT agree with the reference computations, forward and backward (the oneDNN
+linear layers: test_onednn.py)."""
 
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from vitdet.modeling.pos_embed import decomposed_rel_pos_bias, decomposed_rel_pos_terms
 from vitdet.modeling.rel_pos_attention import rel_pos_attention
-from vitdet.modeling.vit import Attention, ViT, linear
+from vitdet.modeling.vit import Attention, ViT
 from vitdet.modeling.windows import window_partition, window_unpartition
 
 
@@ -89,27 +89,6 @@ def test_window_attention_fused_equals_reference_order(hw, qkv_bias):
     assert (fused_out - plain_out).abs().max() < 1e-5
     for g, w in zip(fused_grads, plain_grads, strict=True):
         assert (g - w).abs().max() < 1e-4
-
-
-@pytest.mark.parametrize("gelu", [None, "none", "tanh"])
-def test_linear_matches_torch_forward_and_backward(gelu):
-    layer = nn.Linear(16, 24)
-    x = torch.randn(2, 3, 5, 16, requires_grad=True)
-    out = linear(x, layer, gelu=gelu)
-    expected = F.linear(x, layer.weight, layer.bias)
-    if gelu is not None:
-        expected = F.gelu(expected, approximate=gelu)
-    assert (out - expected).abs().max() < 1e-5
-    grad = torch.randn_like(out)
-    params = [x, layer.weight, layer.bias]
-    for g, w in zip(
-        torch.autograd.grad(out, params, grad),
-        torch.autograd.grad(expected, params, grad),
-        strict=True,
-    ):
-        assert (g - w).abs().max() < 1e-4
-    with torch.no_grad():
-        assert (linear(x, layer, gelu=gelu) - expected).abs().max() < 1e-5
 
 
 def test_vit_fused_and_plain_agree_in_training():

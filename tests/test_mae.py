@@ -3,7 +3,6 @@ the unlabeled-image folder, tools/pretrain_mae.py (run, resume, reconstruction p
 round trip of its checkpoint into a ViTDet model (tiny, CPU, seeded)."""
 
 import fnmatch
-import importlib.util
 import inspect
 import json
 import shutil
@@ -16,6 +15,7 @@ from detectron2.config import LazyConfig, instantiate
 from PIL import Image
 
 from vitdet.checkpoint import MAE_DROPPED_KEYS, load_checkpoint, read_checkpoint
+from vitdet.config import load_config
 from vitdet.data.unlabeled import (
     UnlabeledImages,
     build_unlabeled_train_loader,
@@ -23,7 +23,6 @@ from vitdet.data.unlabeled import (
     load_eval_images,
     train_transform,
 )
-from vitdet.engine.config import load_config
 from vitdet.modeling.mae import (
     MaskedAutoencoderViT,
     normalize_patches,
@@ -35,7 +34,7 @@ from vitdet.modeling.mae import (
 from vitdet.modeling.stems import ConvStem
 from vitdet.modeling.vit import ViT
 
-from conftest import REPO
+from helpers import REPO, load_tool
 
 MAE_CONFIG = str(REPO / "configs" / "MAE" / "mae_vit_tiny_synthetic.py")
 MAE_B_CONFIG = str(REPO / "configs" / "MAE" / "mae_vit_b.py")
@@ -280,12 +279,11 @@ def test_folder_listing_and_unreadable_files(image_folder):
     assert len(paths) == 9 and not any(p.suffix == ".txt" for p in paths)
     dataset = UnlabeledImages(image_folder, transform=train_transform(32))
     samples = [dataset[i] for i in range(len(dataset))]
-    assert sum(s is None for s in samples) == 2 and dataset.num_unreadable == 2
+    assert sum(s is None for s in samples) == 2
     for sample in samples:
         if sample is not None:
             assert sample.shape == (3, 32, 32) and sample.dtype == torch.uint8
-    assert dataset[paths.index(image_folder / "broken.jpg")] is None  # flagged, not re-read
-    assert dataset.num_unreadable == 2
+    assert dataset[paths.index(image_folder / "broken.jpg")] is None
     with pytest.raises(FileNotFoundError, match="does not exist"):
         list_images(image_folder / "missing")
 
@@ -300,10 +298,11 @@ def test_loader_skips_unreadable_and_resumes(image_folder):
     def batches(start_iter: int, count: int, workers: int = 0) -> list[torch.Tensor]:
         dataset = UnlabeledImages(image_folder, transform=train_transform(32))
         loader = build_unlabeled_train_loader(
-            dataset, total_batch_size=4, seed=3, start_iter=start_iter, num_workers=workers
+            dataset, total_batch_size=4, seed=3, num_workers=workers
         )
+        loader.start_at(start_iter)
         out = [batch for batch, _ in zip(loader, range(count), strict=False)]
-        counts.append(dataset.num_unreadable)
+        counts.append(loader.num_skipped)
         return out
 
     counts = []
@@ -321,13 +320,6 @@ def test_loader_skips_unreadable_and_resumes(image_folder):
 
 
 # --- tools/pretrain_mae.py ------------------------------------------------------------------
-
-
-def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def tool_args(folder: Path, output_dir: Path, max_iter: int) -> list[str]:
@@ -350,7 +342,7 @@ def tool_args(folder: Path, output_dir: Path, max_iter: int) -> list[str]:
 
 def test_pretrain_tool_runs_resumes_and_feeds_vitdet(image_folder, tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # keeps the tool at one thread (toy model)
-    tool = _load_tool("pretrain_mae")
+    tool = load_tool("pretrain_mae")
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert tool.cli(tool_args(image_folder, straight, max_iter=3)) == 0
     # An interruption after 2 iterations: the run directory as it was then.
@@ -387,7 +379,7 @@ def test_pretrain_tool_runs_resumes_and_feeds_vitdet(image_folder, tmp_path, mon
 
 
 def test_pretrain_tool_reports_a_missing_folder(tmp_path, capsys):
-    tool = _load_tool("pretrain_mae")
+    tool = load_tool("pretrain_mae")
     args = tool_args(tmp_path / "nothing", tmp_path / "out", max_iter=1)
     assert tool.cli(args) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -6,7 +6,7 @@ from detectron2.config import LazyConfig, instantiate
 
 from vitdet.solver import vit_layer_id, vit_lr_decay_rate
 
-from conftest import KEYS_DIR, REPO
+from helpers import KEYS_DIR, REPO
 
 NAMES = [
     line.split("\t")[0]

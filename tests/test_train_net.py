@@ -1,7 +1,6 @@
 """tools/train_net.py on a tiny generated dataset: training, evaluation, exact resume, atomic
 checkpoints, checked overrides, dataset errors; the engine pieces in isolation."""
 
-import importlib.util
 import json
 import shutil
 import uuid
@@ -14,31 +13,22 @@ from detectron2.utils.events import EventStorage
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from vitdet.checkpoint import CheckpointError
+from vitdet.config import ConfigError, load_config, setup_datasets
+from vitdet.data.loader import build_resumable_train_loader
 from vitdet.data.synthetic import CLASSES, generate
-from vitdet.engine import (
-    AtomicCheckpointer,
-    ConfigError,
-    Trainer,
-    build_resumable_train_loader,
-    build_trainer,
-)
-from vitdet.engine.config import load_config, setup_datasets
+from vitdet.engine import build_trainer
+from vitdet.engine.run_state import RunCheckpointer
+from vitdet.engine.trainer import Trainer
 
-from conftest import REPO
+from helpers import REPO, load_tool
 
 SYNTHETIC_CONFIG = str(REPO / "configs" / "Synthetic" / "mask_rcnn_vitdet_tiny.py")
 COCO_CONFIG = str(REPO / "configs" / "COCO" / "mask_rcnn_vitdet_b_100ep.py")
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
-def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train_net = _load_tool("train_net")
+train_net = load_tool("train_net")
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +189,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(full_run, dataset, 
 
 def test_crash_while_saving_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     model = torch.nn.Linear(3, 2)
-    checkpointer = AtomicCheckpointer(model, str(tmp_path))
+    checkpointer = RunCheckpointer(model, str(tmp_path))
     checkpointer.save("model_0000001")
     good = {k: v.clone() for k, v in model.state_dict().items()}
 
@@ -218,15 +208,15 @@ def test_crash_while_saving_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint", "model_0000001.pth"]
     fresh = torch.nn.Linear(3, 2)
-    AtomicCheckpointer(fresh, str(tmp_path)).resume_or_load("", resume=True)
+    RunCheckpointer(fresh, str(tmp_path)).resume_or_load("", resume=True)
     for key, value in good.items():
         assert torch.equal(fresh.state_dict()[key], value)
 
 
 def test_resume_from_a_checkpoint_of_another_model_is_an_error(tmp_path):
-    AtomicCheckpointer(torch.nn.Linear(3, 2), str(tmp_path)).save("model_final")
-    other = AtomicCheckpointer(torch.nn.Linear(3, 4), str(tmp_path))
-    with pytest.raises(RuntimeError, match="reshaped keys"):
+    RunCheckpointer(torch.nn.Linear(3, 2), str(tmp_path)).save("model_final")
+    other = RunCheckpointer(torch.nn.Linear(3, 4), str(tmp_path))
+    with pytest.raises(CheckpointError, match="does not fit the model"):
         other.resume_or_load("", resume=True)
 
 
@@ -304,10 +294,10 @@ def test_loader_resumed_at_k_yields_the_batches_of_an_uninterrupted_run(num_work
             total_batch_size=4,
             grad_accum_steps=2,  # micro-batches of 2: two per iteration
             seed=3,
-            start_iter=start_iter,
             aspect_ratio_grouping=False,
             num_workers=num_workers,
         )
+        loader.start_at(start_iter)
         it = iter(loader)
         return [next(it) for _ in range(count)]
 

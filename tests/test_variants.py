@@ -1,11 +1,7 @@
 """Backbone variants from the papers: fixed 2-D sin-cos positions, a convolutional stem, and the
 image classifier built from the same blocks (tiny, CPU, seeded).
-
-The ViT-hook tests run only once ``ViT`` has the ``patch_embed_layer`` / ``pos_embed_type``
-arguments (docs/MAE.md, "Variants in the ViTDet backbone").
 """
 
-import inspect
 from functools import partial
 
 import pytest
@@ -20,11 +16,6 @@ from vitdet.modeling.mae import MaskedAutoencoderViT
 from vitdet.modeling.sincos import sincos_pos_embed
 from vitdet.modeling.stems import ConvStem
 from vitdet.modeling.vit import PatchEmbed, ViT
-
-VIT_HAS_HOOKS = {"patch_embed_layer", "pos_embed_type"} <= set(inspect.signature(ViT).parameters)
-needs_vit_hooks = pytest.mark.skipif(
-    not VIT_HAS_HOOKS, reason="ViT has no patch_embed_layer / pos_embed_type arguments yet"
-)
 
 TINY = dict(img_size=64, patch_size=16, embed_dim=32, depth=2, num_heads=2)
 # A LayerNorm stem, as advised for detection.
@@ -190,7 +181,6 @@ def test_classifier_weights_initialise_the_backbone():
 # --- the hooks in the ViTDet backbone -------------------------------------------------------
 
 
-@needs_vit_hooks
 def test_vit_with_conv_stem_and_sincos():
     vit = tiny_vit(patch_embed_layer=LN_STEM, pos_embed_type="sincos")
     assert isinstance(vit.patch_embed, ConvStem)
@@ -200,7 +190,6 @@ def test_vit_with_conv_stem_and_sincos():
     assert out.shape == (2, 32, 4, 6)  # NCHW at the boundary
 
 
-@needs_vit_hooks
 def test_vit_default_hooks_keep_the_released_layout():
     vit = tiny_vit()
     assert isinstance(vit.patch_embed, PatchEmbed)
@@ -209,7 +198,6 @@ def test_vit_default_hooks_keep_the_released_layout():
         ViT(**TINY, pos_embed_type="rope")
 
 
-@needs_vit_hooks
 def test_mae_with_conv_stem_initialises_a_conv_stem_vit():
     mae = MaskedAutoencoderViT(
         **TINY,

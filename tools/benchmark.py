@@ -42,6 +42,8 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.utils.logger import setup_logger
 from fvcore.nn import FlopCountAnalysis
 
+from vitdet.modeling import onednn
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {
     "B": "configs/COCO/mask_rcnn_vitdet_b_100ep.py",
@@ -256,10 +258,8 @@ def measure_memory(args, size: str, task: str, impl: str) -> float | str:
 def matmul_gflops(shapes: list[tuple[int, int, int]], device: str) -> dict[str, float]:
     """Best-of-3 GFLOP/s of (M, K) @ (K, N) per kernel and shape."""
     kernels = {"torch.mm": lambda a, b_t: a @ b_t.t()}
-    if device == "cpu" and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
-        kernels["onednn"] = lambda a, b_t: torch.ops.mkldnn._linear_pointwise(
-            a, b_t, None, "none", [], ""
-        )
+    if device == "cpu" and onednn.is_available():
+        kernels["onednn"] = onednn.matmul
     results = {}
     for m, k, n in shapes:
         a, b_t = torch.randn(m, k, device=device), torch.randn(n, k, device=device)

@@ -9,7 +9,7 @@
 Inputs are files, directories (searched recursively for image and video files) and glob
 patterns. Writes ``<output>/<name>.jpg`` per image, ``<name>.mp4`` per video and
 ``<output>/predictions.json`` (see ``vitdet/demo.py``; how odd images are read:
-``vitdet/images.py``). Config overrides go last, after ``--`` or after an option that takes
+``vitdet/data/images.py``). Config overrides go last, after ``--`` or after an option that takes
 one value. Exit status: 0 when every input succeeded, 1 when any failed (each reported as
 ``FAILED <path>: <reason>``), 2 on usage errors such as no input matching.
 """
@@ -17,17 +17,20 @@ one value. Exit status: 0 when every input succeeded, 1 when any failed (each re
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import os
 import re
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 from vitdet.checkpoint import CheckpointError
+from vitdet.config import ConfigError
 from vitdet.data import DatasetError
-from vitdet.demo import run_demo
-from vitdet.engine import ConfigError
-from vitdet.images import expand_inputs
+from vitdet.data.images import ImageReadError, expand_inputs
+from vitdet.demo import annotate, output_names, write_predictions
 from vitdet.predictor import Predictor
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
@@ -69,6 +72,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def run(predictor: Predictor, inputs: list[Path], output_dir: Path) -> list[str]:
+    """Annotate every input with a progress bar; each failure is reported as ``FAILED <path>:
+    <reason>`` and the others still run. ``predictions.json`` is written even when some fail.
+    Returns the inputs that failed."""
+    image_ids = itertools.count()
+    results: list[dict] = []
+    failures = []
+    names = output_names(inputs)
+    for path, name in zip(tqdm(inputs, desc="demo", unit="input"), names, strict=True):
+        try:
+            results += annotate(predictor, path, output_dir / name, image_ids)
+        except ImageReadError as e:
+            failures.append(str(path))
+            tqdm.write(f"FAILED {path}: {e.reason}", file=sys.stderr)
+        except Exception as e:  # one input's failure must not end the batch
+            logging.getLogger("demo").exception("unexpected error on %s", path)
+            failures.append(str(path))
+            tqdm.write(f"FAILED {path}: {type(e).__name__}: {e}", file=sys.stderr)
+    predictions = write_predictions(output_dir, results)
+    logging.info(
+        "%d of %d inputs done, %d detections -> %s",
+        len(inputs) - len(failures),
+        len(inputs),
+        len(results),
+        predictions,
+    )
+    return failures
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -92,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    failures = run_demo(predictor, inputs, Path(args.output))
+    failures = run(predictor, inputs, Path(args.output))
     num_failed = len(failures) + len(unmatched)
     if num_failed:
         print(f"{num_failed} input(s) failed", file=sys.stderr)

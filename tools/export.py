@@ -24,6 +24,8 @@ import numpy as np
 import torch
 
 from vitdet.checkpoint import CheckpointError
+from vitdet.config import load_config
+from vitdet.data.images import ImageReadError, read_image
 from vitdet.export import (
     BackboneForExport,
     DetectorForExport,
@@ -39,8 +41,7 @@ from vitdet.export import (
     run_onnx,
     run_torchscript,
 )
-from vitdet.images import ImageReadError, read_image
-from vitdet.predictor import Predictor, load_config
+from vitdet.predictor import Predictor
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE = 0, 1, 2
 EXPORTERS = {"torchscript": (export_torchscript, run_torchscript), "onnx": (export_onnx, run_onnx)}

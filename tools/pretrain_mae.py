@@ -14,8 +14,9 @@ import sys
 
 from detectron2.engine import default_argument_parser
 
-from vitdet.engine import ConfigError, launch_main, setup_run
-from vitdet.pretraining import pretrain
+from vitdet.checkpoint import CheckpointError
+from vitdet.config import ConfigError
+from vitdet.engine import launch_main, pretrain, setup_run
 
 
 def main(args) -> None:
@@ -25,7 +26,8 @@ def main(args) -> None:
 
 def cli(argv=None) -> int:
     args = default_argument_parser(epilog=__doc__).parse_args(argv)
-    user_errors = (ConfigError, FileNotFoundError)  # a bad override, a missing image folder
+    # a bad override, a missing image folder, weights that are not what they claim
+    user_errors = (ConfigError, FileNotFoundError, CheckpointError)
     return launch_main(main, args, prog="pretrain_mae.py", user_errors=user_errors)
 
 

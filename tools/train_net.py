@@ -16,8 +16,13 @@ import sys
 
 from detectron2.engine import default_argument_parser
 
-from vitdet.data.coco import DatasetError
-from vitdet.engine import ConfigError, evaluate_only, launch_main, setup_run, train
+from vitdet.checkpoint import CheckpointError
+from vitdet.config import ConfigError
+from vitdet.data import DatasetError
+from vitdet.engine import evaluate_only, launch_main, setup_run, train
+
+# A bad override or setting, a bad dataset, weights that are not what they claim.
+USER_ERRORS = (ConfigError, DatasetError, CheckpointError)
 
 
 def build_parser():
@@ -44,7 +49,7 @@ def main(args) -> None:
 
 def cli(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return launch_main(main, args, prog="train_net.py", user_errors=(ConfigError, DatasetError))
+    return launch_main(main, args, prog="train_net.py", user_errors=USER_ERRORS)
 
 
 if __name__ == "__main__":

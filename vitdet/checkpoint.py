@@ -14,6 +14,9 @@ Formats (``source_format``):
   ``decoder_*``). MAE is built on timm's ViT, so it shares the timm converter.
 - ``timm``: timm ViT state dicts (``vit_base_patch16_224``), bare or under ``"model"``; the
   BEiT-style ``attn.q_bias`` / ``attn.v_bias`` pair becomes ``attn.qkv.bias`` with a zero k bias.
+- ``own``: the model's own names exactly, nothing dropped, nothing new: how a run resumes from
+  its own checkpoints (``vitdet.engine``) and how an MAE run starts from an MAE checkpoint with
+  its decoder. Never detected: the caller names it.
 
 Safety: a checkpoint is data, not code. ``.pth`` files load with ``torch.load(weights_only=True)``;
 ``.pkl`` files through an unpickler that admits numpy arrays and plain containers only. Anything
@@ -44,7 +47,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from detectron2.utils.file_io import PathManager
 
-from .modeling.pos_embed import resample_abs_pos
+from .modeling.pos_embed import resample_abs_pos, resize_rel_pos
 from .modeling.vit import ViT
 
 __all__ = [
@@ -70,6 +73,8 @@ __all__ = [
     "load_state_dict_strict",
     "load_checkpoint",
     "convert_checkpoint",
+    "read_run_state",
+    "unwrap",
 ]
 
 logger = logging.getLogger(__name__)
@@ -171,7 +176,14 @@ class SourceFormat:
 
 _BACKBONE_ONLY_NEW = (*(f"{{vit}}{k}" for k in VIT_KEYS_NOT_PRETRAINED), *DETECTOR_HEAD_KEYS)
 
+
+def _same_names(state_dict: Mapping[str, torch.Tensor], *, prefix: str) -> dict[str, torch.Tensor]:
+    """The ``own`` format's converter: names are the model's already (``prefix`` unused)."""
+    return dict(state_dict)
+
+
 FORMATS: dict[str, SourceFormat] = {
+    "own": SourceFormat(_same_names, dropped=(), new=()),
     "vitdet": SourceFormat(convert_vitdet, dropped=DETECTOR_HEAD_KEYS, new=()),
     "vitdet-pkl": SourceFormat(convert_vitdet, dropped=DETECTOR_HEAD_KEYS, new=()),
     "mae": SourceFormat(
@@ -248,9 +260,7 @@ def resample_pos_embed(pos_embed: torch.Tensor, num_positions: int) -> torch.Ten
 
 def resample_rel_pos(rel_pos: torch.Tensor, length: int) -> torch.Tensor:
     """(L, C) relative position table -> (length, C), linearly, as attention does at run time."""
-    # l c -> 1 c l for 1-D interpolation, and back
-    resized = F.interpolate(rel_pos.T.unsqueeze(0), size=length, mode="linear")
-    return resized.squeeze(0).T.contiguous()
+    return resize_rel_pos(rel_pos, length)
 
 
 def _resample(name: str, value: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor | None:
@@ -346,7 +356,9 @@ def prepare_state_dict(
     converted = fmt.convert(state_dict, prefix=prefix)
     if target_shapes is None:
         target_shapes = {k: v.shape for k, v in converted.items()}
-    converted, resampled = fit_to_target(converted, target_shapes)
+    resampled = []
+    if source_format != "own":  # the model's own tensors must fit as they are
+        converted, resampled = fit_to_target(converted, target_shapes)
 
     refused = []
     for name, value in converted.items():
@@ -446,6 +458,9 @@ def _read_torch(path: str) -> object:
             f"{path}: refused by torch.load(weights_only=True) ({reason}); a .pth checkpoint "
             "may hold only tensors and plain containers: re-save just its state dict"
         ) from e
+    except (RuntimeError, EOFError, OSError) as e:  # truncated, not a torch file, unreadable
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first_line})") from e
 
 
 def _state_dict_of(payload: object, path: str) -> dict[str, torch.Tensor]:
@@ -539,7 +554,8 @@ def vit_prefix(model: nn.Module) -> str:
     return f"{names[0]}." if names[0] else ""
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a ``DataParallel`` / ``DistributedDataParallel`` wrapper, or itself."""
     parallel = (nn.DataParallel, nn.parallel.DistributedDataParallel)
     return model.module if isinstance(model, parallel) else model
 
@@ -559,13 +575,13 @@ def load_state_dict_strict(
     untouched then. Otherwise every target key is either loaded or in the format's documented
     expected-missing list, and ``model.load_state_dict(..., strict=True)`` does the copy.
     """
-    model = _unwrap(model)
+    model = unwrap(model)
     target = model.state_dict()
     converted, report = prepare_state_dict(
         state_dict,
         source_format,
         {k: v.shape for k, v in target.items()},
-        prefix=vit_prefix(model),
+        prefix="" if source_format == "own" else vit_prefix(model),
         converted_from=converted_from,
     )
     if report.refused:
@@ -583,7 +599,7 @@ def load_checkpoint(
 
     Reads safely (``read_checkpoint``), detects the format, converts, resamples, loads strictly
     (``load_state_dict_strict``) and logs one short report. Optimizer and scheduler state in the
-    file are ignored: resuming is detectron2's ``DetectionCheckpointer``'s job.
+    file are ignored: resuming is ``vitdet.engine.RunCheckpointer``'s job (``read_run_state``).
     """
     ckpt = read_checkpoint(path, source_format)
     return load_state_dict_strict(
@@ -593,6 +609,20 @@ def load_checkpoint(
         converted_from=ckpt.converted_from,
         log=log,
     )
+
+
+def read_run_state(path: str) -> dict:
+    """The whole payload of a checkpoint a training run wrote (model, optimizer, scheduler,
+    iteration, trainer state), read with ``torch.load(weights_only=True)``: tensors and plain
+    containers only. The model's state dict is under ``"model"``; load it with
+    ``load_state_dict_strict(model, ..., source_format="own")``."""
+    local = PathManager.get_local_path(path)
+    if Path(local).suffix == ".pkl":
+        raise CheckpointError(f"{path}: a .pkl file is not a checkpoint written by a training run")
+    payload = _read_torch(local)
+    if not isinstance(payload, Mapping) or not isinstance(payload.get(_STATE_KEY), Mapping):
+        raise CheckpointError(f"{path}: not a training checkpoint (no '{_STATE_KEY}' state dict)")
+    return dict(payload)
 
 
 def convert_checkpoint(
@@ -608,7 +638,7 @@ def convert_checkpoint(
     ckpt = read_checkpoint(src, source_format)
     shapes = None
     if target is not None:
-        target = _unwrap(target)
+        target = unwrap(target)
         if vit_prefix(target) != VITDET_VIT_PREFIX:
             raise CheckpointError(
                 f"the target must be a detector with its ViT at {VITDET_VIT_PREFIX}"

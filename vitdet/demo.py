@@ -1,6 +1,7 @@
-"""Run a predictor over image and video files: drawn pictures plus COCO-style predictions.
+"""A predictor's detections on image and video files: drawn pictures plus COCO-style results.
 
-Outputs in ``output_dir``:
+``annotate`` handles one input (``tools/demo.py`` loops over them, shows progress and reports
+failures); outputs in the output folder:
 - ``<name>.jpg`` per image: masks, boxes, class names and scores drawn by detectron2's
   ``Visualizer`` (``ColorMode.IMAGE``); ``<name>.mp4`` (mp4v) per video, every frame drawn.
   ``<name>`` is the input's path relative to the inputs' common folder, without its suffix
@@ -11,16 +12,14 @@ Outputs in ``output_dir``:
   from 0; ``category_id`` is the dataset's own id where the metadata maps them
   (``thing_dataset_id_to_contiguous_id``), the class index otherwise.
 
-An input that fails is reported as ``FAILED <path>: <reason>`` and the others still run.
+An unreadable input raises ``vitdet.data.images.ImageReadError`` naming it and the reason.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import logging
 import os
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -31,14 +30,11 @@ from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.structures import Instances
 from detectron2.utils.visualizer import ColorMode, Visualizer
 from PIL import Image
-from tqdm import tqdm
 
-from .images import ImageReadError, VideoFrames, is_video, read_image
+from .data.images import ImageReadError, VideoFrames, is_video, read_image
 from .predictor import Predictor
 
-__all__ = ["draw_instances", "coco_results", "output_names", "run_demo"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["annotate", "coco_results", "draw_instances", "output_names", "write_predictions"]
 
 PREDICTIONS_FILE = "predictions.json"
 
@@ -79,49 +75,30 @@ def output_names(inputs: Sequence[Path]) -> list[str]:
     return names
 
 
-def run_demo(
-    predictor: Predictor, inputs: Sequence[Path], output_dir: Path
-) -> list[tuple[str, str]]:
-    """Draw and record ``predictor``'s detections on every input; ``(path, reason)`` per
-    input that failed, in order. ``predictions.json`` is written even when some fail."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    image_ids = itertools.count()
-    results: list[dict] = []
-    failures = []
-    names = output_names(inputs)
-    for path, name in zip(tqdm(inputs, desc="demo", unit="input"), names, strict=True):
-        (output_dir / name).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            if is_video(path):
-                results += _annotate_video(predictor, path, output_dir / f"{name}.mp4", image_ids)
-            else:
-                image = read_image(path)
-                instances = predictor(image)
-                drawn = draw_instances(image, instances, predictor.metadata)
-                Image.fromarray(drawn).save(output_dir / f"{name}.jpg", quality=95)
-                results += coco_results(
-                    instances,
-                    image_id=next(image_ids),
-                    file_name=str(path),
-                    metadata=predictor.metadata,
-                )
-        except ImageReadError as e:
-            failures.append((str(path), e.reason))
-            tqdm.write(f"FAILED {path}: {e.reason}", file=sys.stderr)
-        except Exception as e:  # one input's failure must not end the batch
-            logger.exception("unexpected error on %s", path)
-            failures.append((str(path), f"{type(e).__name__}: {e}"))
-            tqdm.write(f"FAILED {path}: {type(e).__name__}: {e}", file=sys.stderr)
-    with open(output_dir / PREDICTIONS_FILE, "w") as f:
-        json.dump(results, f)
-    logger.info(
-        "%d of %d inputs done, %d detections -> %s",
-        len(inputs) - len(failures),
-        len(inputs),
-        len(results),
-        output_dir,
+def annotate(
+    predictor: Predictor, path: Path, output_stem: Path, image_ids: Iterator[int]
+) -> list[dict]:
+    """Draw ``predictor``'s detections on the image or video at ``path`` into
+    ``<output_stem>.jpg`` / ``.mp4``; return its COCO results entries (``image_id`` drawn from
+    ``image_ids``, one per image or video frame)."""
+    output_stem.parent.mkdir(parents=True, exist_ok=True)
+    if is_video(path):
+        return _annotate_video(predictor, path, Path(f"{output_stem}.mp4"), image_ids)
+    image = read_image(path)
+    instances = predictor(image)
+    drawn = draw_instances(image, instances, predictor.metadata)
+    Image.fromarray(drawn).save(f"{output_stem}.jpg", quality=95)
+    return coco_results(
+        instances, image_id=next(image_ids), file_name=str(path), metadata=predictor.metadata
     )
-    return failures
+
+
+def write_predictions(output_dir: Path, results: list[dict]) -> Path:
+    """``<output_dir>/predictions.json``: the COCO results list."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / PREDICTIONS_FILE
+    path.write_text(json.dumps(results))
+    return path
 
 
 def _annotate_video(
@@ -132,8 +109,7 @@ def _annotate_video(
     writer = None
     results = []
     try:
-        frames = tqdm(video, total=video.num_frames or None, desc=path.name, leave=False)
-        for index, frame in enumerate(frames):
+        for index, frame in enumerate(video):
             instances = predictor(frame)
             drawn = draw_instances(frame, instances, predictor.metadata)
             if writer is None:

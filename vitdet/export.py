@@ -31,7 +31,6 @@ import os
 import warnings
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
-from unittest import mock
 
 import numpy as np
 import onnx
@@ -43,7 +42,7 @@ from detectron2.export.torchscript_patch import patch_builtin_len
 from detectron2.modeling import Backbone, GeneralizedRCNN
 from detectron2.structures import ImageList
 
-from .modeling import vit
+from .modeling import onednn
 from .modeling.vit import Attention
 from .predictor import Predictor
 
@@ -230,18 +229,19 @@ def _tracing(module: nn.Module, *, plain_attention: bool) -> Iterator[None]:
     """Trace ``module`` under no_grad with the number of detections as a value, not a constant.
 
     detectron2's heads call len() on Instances: patched, the count stays a traced value.
-    vit.py's oneDNN fused linear (a CPU inference fast path) is a custom op the tracer rejects
-    ("unsupported input list type: Scalar?"): off while tracing. With ``plain_attention``, the
-    ViT attends with its reference path (``use_fused_attn=False``): the fused path's chunked
-    bias (``torch.add(..., out=)``) does not export to ONNX ("add() takes from 3 to 4 positional
-    arguments but 5 were given"), and exported, SDPA is the same MatMul / Softmax graph anyway.
+    The oneDNN linear layers (``vitdet.modeling.onednn``, a CPU fast path) are a custom op the
+    tracer rejects ("unsupported input list type: Scalar?"): ``onednn.disabled()`` while
+    tracing. With ``plain_attention``, the ViT attends with its reference path
+    (``use_fused_attn=False``): the fused path's chunked bias (``torch.add(..., out=)``) does not
+    export to ONNX ("add() takes from 3 to 4 positional arguments but 5 were given"), and
+    exported, SDPA is the same MatMul / Softmax graph anyway.
     """
     fused = [m for m in module.modules() if isinstance(m, Attention) and m.use_fused_attn]
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.no_grad())
         stack.enter_context(patch_builtin_len())
         stack.enter_context(_expected_warnings())
-        stack.enter_context(mock.patch.object(vit, "_HAS_ONEDNN_LINEAR", False))
+        stack.enter_context(onednn.disabled())
         if plain_attention:
             for m in fused:
                 m.use_fused_attn = False

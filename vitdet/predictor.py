@@ -21,7 +21,7 @@ from detectron2.structures import Instances
 from omegaconf import DictConfig, OmegaConf
 
 from .checkpoint import load_checkpoint
-from .engine import load_config, setup_datasets
+from .config import load_config, setup_datasets
 
 __all__ = ["Predictor", "dataset_metadata"]
 
@@ -53,7 +53,7 @@ class Predictor:
     """A detectron2 ``GeneralizedRCNN`` from a LazyConfig with its weights, in eval mode.
 
     Images are (H, W, 3) uint8 arrays in channel order ``format``: "RGB" (the default, as
-    ``vitdet.images.read_image`` and Pillow give) or "BGR" (as ``cv2.imread`` gives). Results
+    ``vitdet.data.images.read_image`` and Pillow give) or "BGR" (as ``cv2.imread`` gives). Results
     are detectron2 ``Instances`` on the CPU, in the input image's pixel coordinates
     (``pred_boxes`` XYXY, ``pred_masks`` (N, H, W) bool, ``scores``, ``pred_classes``),
     keeping only detections scoring at least ``score_threshold``; low-scoring ones are dropped

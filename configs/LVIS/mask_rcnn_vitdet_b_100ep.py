@@ -10,11 +10,14 @@ dataloader.train.dataset.names = "lvis_v1_train"
 dataloader.train.sampler = L(RepeatFactorTrainingSampler)(
     repeat_factors=L(RepeatFactorTrainingSampler.repeat_factors_from_category_frequency)(
         dataset_dicts="${dataloader.train.dataset}", repeat_thresh=0.001
-    )
+    ),
+    seed="${..seed}",  # the loader's: a resumed run draws the same index stream
 )
 dataloader.test.dataset.names = "lvis_v1_val"
 dataloader.evaluator = L(LVISEvaluator)(
-    dataset_name="${..test.dataset.names}", max_dets_per_image=300
+    dataset_name="${..test.dataset.names}",
+    max_dets_per_image=300,
+    output_dir="${train.output_dir}/inference",
 )
 
 model.roi_heads.num_classes = 1203

@@ -45,6 +45,8 @@ dataloader = dict(
             transform=L(train_transform)(image_size="${model.img_size}", scale=(0.2, 1.0)),
         ),
         total_batch_size=4096,
+        seed="${train.seed}",
+        grad_accum_steps="${train.grad_accum_steps}",
         num_workers=8,
     ),
     # Fixed images drawn with their reconstructions at every evaluation: the centre 7/8 of the

@@ -2,13 +2,13 @@
 # unused), on 2 CPU cores in about 10 minutes. Its model_final.pth initialises
 # configs/Synthetic/mask_rcnn_vitdet_tiny.py (train.init_checkpoint=<it>); tools/benchmark_mae.py
 # compares that with random initialisation.
-# The images: python -m vitdet.data.synthetic --root $DETECTRON2_DATASETS/synthetic
+# The images: python tools/make_synthetic.py --root $DETECTRON2_DATASETS/synthetic
 import math
 import os
 
 from .mae_vit_b import dataloader, lr_multiplier, model, optimizer, train
 
-# Where tools/train_net.py generates and reads the synthetic set.
+# Where tools/make_synthetic.py (and a detection run of the Synthetic config) writes the set.
 _synthetic = os.path.join(os.environ.get("DETECTRON2_DATASETS", "datasets"), "synthetic")
 
 # Encoder == configs/Synthetic/mask_rcnn_vitdet_tiny.py's ViT (tested): 192 wide, 6 deep,

@@ -1,6 +1,21 @@
-"""Datasets: checked COCO-format registration (``coco``) and a synthetic shapes set
-(``synthetic``, ``python -m vitdet.data.synthetic --root datasets/synthetic``)."""
+"""Data: checked COCO-format registration (``coco``), a seeded synthetic shapes set
+(``synthetic``), the image reader every path uses (``images``), the mapper and the resumable
+training loaders (``mapper``, ``loader``), unlabeled image folders for MAE (``unlabeled``)."""
 
-from .coco import CocoCheck, DatasetError, check_coco, num_classes, register_coco
+from .coco import (
+    CocoCheck,
+    DatasetError,
+    check_coco,
+    load_checked_dicts,
+    num_classes,
+    register_coco,
+)
 
-__all__ = ["CocoCheck", "DatasetError", "check_coco", "num_classes", "register_coco"]
+__all__ = [
+    "CocoCheck",
+    "DatasetError",
+    "check_coco",
+    "load_checked_dicts",
+    "num_classes",
+    "register_coco",
+]

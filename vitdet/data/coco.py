@@ -79,16 +79,7 @@ def register_coco(name: str, json_file: str | os.PathLike, image_root: str | os.
             f"image_root={registered[1]}; cannot register it again with {json_file}, {image_root}"
         )
     coco, check = _load_checked(json_file, image_root)
-    if check.skipped:
-        num_skipped = sum(check.skipped.values())
-        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(check.skipped.items()))
-        logger.warning(
-            "%s: skipped %d of %d annotations (%s)",
-            json_file,
-            num_skipped,
-            num_skipped + check.num_annotations,
-            reasons,
-        )
+    _log_skipped(check)
     category_ids = sorted(category["id"] for category in coco["categories"])
     names = {category["id"]: category["name"] for category in coco["categories"]}
     DatasetCatalog.register(name, lambda: _dataset_dicts(json_file, image_root))
@@ -98,6 +89,29 @@ def register_coco(name: str, json_file: str | os.PathLike, image_root: str | os.
         json_file=str(json_file),
         image_root=str(image_root),
         evaluator_type="coco",
+    )
+
+
+def load_checked_dicts(json_file: str | os.PathLike, image_root: str | os.PathLike) -> list[dict]:
+    """Check ``json_file`` (raising ``DatasetError``, logging what was skipped) and return its
+    detectron2 dataset dicts: what a registered dataset's loader returns."""
+    json_file, image_root = Path(json_file).resolve(), Path(image_root).resolve()
+    coco, check = _load_checked(json_file, image_root)
+    _log_skipped(check)
+    return _records(coco, image_root)
+
+
+def _log_skipped(check: CocoCheck) -> None:
+    if not check.skipped:
+        return
+    num_skipped = sum(check.skipped.values())
+    reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(check.skipped.items()))
+    logger.warning(
+        "%s: skipped %d of %d annotations (%s)",
+        check.json_file,
+        num_skipped,
+        num_skipped + check.num_annotations,
+        reasons,
     )
 
 
@@ -248,7 +262,11 @@ def _decode_rle_string(counts: str) -> list[int]:
 
 def _dataset_dicts(json_file: Path, image_root: Path) -> list[dict]:
     """detectron2 dataset dicts (``load_coco_json``'s layout) of the checked json."""
-    coco, _ = _load_checked(json_file, image_root)
+    return _records(_load_checked(json_file, image_root)[0], image_root)
+
+
+def _records(coco: dict, image_root: Path) -> list[dict]:
+    """detectron2 dataset dicts of a checked COCO dict."""
     id_map = {i: k for k, i in enumerate(sorted(c["id"] for c in coco["categories"]))}
     by_image = {image["id"]: [] for image in coco["images"]}
     for ann in coco["annotations"]:

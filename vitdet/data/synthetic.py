@@ -16,23 +16,27 @@ Layout under ``root``::
     manifest.json                 parameters and a "complete" flag, written first and last
 
 Image ``i`` of a split is drawn from ``np.random.default_rng((seed, split, i))`` alone, so the
-same parameters give byte-identical files. Usage::
-
-    python -m vitdet.data.synthetic --root datasets/synthetic
+same parameters give byte-identical files. Generate it with ``tools/make_synthetic.py``, or let
+a run generate it: ``register_synthetic`` registers the two splits without touching the disk,
+and the set is written (by the main process, the others wait) the first time a run reads it.
 """
 
-import argparse
 import colorsys
 import json
 import shutil
+from functools import partial
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 import shapely
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.utils import comm
 from shapely.geometry import Polygon, box
 from tqdm import tqdm
+
+from .coco import DatasetError, load_checked_dicts
 
 CLASSES = ("circle", "rectangle", "triangle", "star", "cross")
 CLASS_HUES = (0.0, 220.0, 120.0, 50.0, 285.0)  # degrees, one per class
@@ -63,16 +67,13 @@ def generate(
     """
     root = Path(root)
     manifest = root / "manifest.json"
+    splits = split_paths(root)
     params = {
         "version": MANIFEST_VERSION,
         "num_train": num_train,
         "num_val": num_val,
         "image_size": image_size,
         "seed": seed,
-    }
-    splits = {
-        f"synthetic_{split}": (root / "annotations" / f"instances_{split}.json", root / split)
-        for split in SPLITS
     }
     state = json.loads(manifest.read_text()) if manifest.is_file() else None
     if state == {**params, "complete": True} and not overwrite:
@@ -93,6 +94,51 @@ def generate(
         _write_json(json_file, coco)
     _write_json(manifest, {**params, "complete": True})  # last: marks the set complete
     return splits
+
+
+def split_paths(root: str | Path) -> dict[str, tuple[Path, Path]]:
+    """``{"synthetic_train": (json_file, image_dir), "synthetic_val": (...)}`` under ``root``."""
+    root = Path(root)
+    return {
+        f"synthetic_{split}": (root / "annotations" / f"instances_{split}.json", root / split)
+        for split in SPLITS
+    }
+
+
+def register_synthetic(root: str | Path) -> None:
+    """Register ``synthetic_train`` and ``synthetic_val`` under ``root`` (resolved), lazily.
+
+    Nothing is read or written now: the class names are constants. The set is generated when a
+    run first reads a split's dicts (a training or evaluation loader), if absent or incomplete.
+    Registering again with the same root does nothing; with another root it is an error.
+    """
+    root = Path(root).resolve()
+    for name, (json_file, image_dir) in split_paths(root).items():
+        if name in DatasetCatalog.list():
+            registered = MetadataCatalog.get(name).get("json_file")
+            if registered != str(json_file):
+                raise DatasetError(
+                    f"dataset {name!r} is already registered with json_file={registered}; "
+                    f"cannot register it again with {json_file}"
+                )
+            continue
+        DatasetCatalog.register(name, partial(_generated_dicts, root, name))
+        MetadataCatalog.get(name).set(
+            thing_classes=list(CLASSES),
+            thing_dataset_id_to_contiguous_id={k + 1: k for k in range(len(CLASSES))},
+            json_file=str(json_file),
+            image_root=str(image_dir),
+            evaluator_type="coco",
+        )
+
+
+def _generated_dicts(root: Path, name: str) -> list[dict]:
+    """The checked dicts of split ``name``, generating the set first (main process) if needed."""
+    if comm.is_main_process():
+        generate(root)  # returns at once when the set is there and complete
+    comm.synchronize()
+    json_file, image_dir = split_paths(root)[name]
+    return load_checked_dicts(json_file, image_dir)
 
 
 def _generate_split(
@@ -254,32 +300,3 @@ def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, separators=(",", ":")))
     tmp.replace(path)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", required=True, help="output folder, e.g. datasets/synthetic")
-    parser.add_argument("--num-train", type=int, default=600)
-    parser.add_argument("--num-val", type=int, default=100)
-    parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overwrite", action="store_true", help="regenerate even if complete")
-    args = parser.parse_args()
-    splits = generate(
-        args.root,
-        num_train=args.num_train,
-        num_val=args.num_val,
-        image_size=args.image_size,
-        seed=args.seed,
-        overwrite=args.overwrite,
-    )
-    for name, (json_file, image_dir) in splits.items():
-        coco = json.loads(json_file.read_text())
-        print(
-            f"{name}: {len(coco['images'])} images, {len(coco['annotations'])} objects "
-            f"in {image_dir}, annotations {json_file}"
-        )
-
-
-if __name__ == "__main__":
-    main()

@@ -2,8 +2,8 @@
 
 Every image file under the folder counts (recursively, by extension: ``IMAGE_EXTENSIONS``),
 whatever its size. Files that cannot be read (empty, truncated, not an image, too large; see
-``vitdet.images.read_image``) are skipped: a warning names each once, another image takes its
-place in the batch, and ``UnlabeledImages.num_unreadable`` counts them.
+``vitdet.data.images.read_image``) are skipped: a warning names each once, another image takes
+its place in the batch, and the loader's ``num_skipped`` counts them.
 
 Training samples are RGB uint8 tensors (3, S, S): a random resized crop (MAE's: 0.2-1 of the
 area, aspect 3/4-4/3, bicubic) and a horizontal flip. The model normalises them (0-255 units, as the
@@ -20,13 +20,11 @@ from pathlib import Path
 
 import torch
 import torch.utils.data as torchdata
-from detectron2.data import build_batch_data_loader
 from detectron2.data.samplers import TrainingSampler
-from detectron2.utils import comm
 from torchvision.transforms import v2
 
-from vitdet.engine.train_loader import PositionedSampler, SeededMapDataset
-from vitdet.images import IMAGE_EXTENSIONS, ImageReadError, read_image
+from .images import IMAGE_EXTENSIONS, ImageReadError, read_image
+from .loader import ResumableLoader, resumable_batches
 
 __all__ = [
     "UnlabeledImages",
@@ -88,37 +86,24 @@ def eval_transform(image_size: int, *, crop_fraction: float = 1.0) -> Callable:
 
 class UnlabeledImages(torchdata.Dataset):
     """``dataset[i]``: image file i under ``root`` transformed, a (3, S, S) uint8 tensor, or None
-    if the file cannot be read.
-
-    Unreadable files are flagged in a shared-memory tensor, so the count covers the data-loader
-    worker processes of this rank, and a flagged file is not read again.
-    """
+    (with a warning naming the file) if the file cannot be read."""
 
     def __init__(self, root: str | os.PathLike, *, transform: Callable) -> None:
         self.root = str(root)
         self.paths = list_images(root)
         self.transform = transform
-        self._unreadable = torch.zeros(len(self.paths), dtype=torch.bool).share_memory_()
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor | None:
-        if self._unreadable[index]:
-            return None
         try:
             image = read_image(self.paths[index])
         except ImageReadError as e:
-            self._unreadable[index] = True
             logger.warning(f"skipping an unreadable image: {e}")
             return None
         # h w c -> c h w (a copy: the decoded array is read-only)
         return self.transform(torch.tensor(image).permute(2, 0, 1))
-
-    @property
-    def num_unreadable(self) -> int:
-        """Files found unreadable so far (by this process and its loader workers)."""
-        return int(self._unreadable.sum())
 
 
 def build_unlabeled_train_loader(
@@ -126,34 +111,25 @@ def build_unlabeled_train_loader(
     *,
     total_batch_size: int,
     seed: int,
-    start_iter: int = 0,
     grad_accum_steps: int = 1,
     num_workers: int = 0,
-) -> torchdata.DataLoader:
+) -> ResumableLoader:
     """Infinite loader of (N, 3, S, S) uint8 micro-batches: ``total_batch_size`` images per
     iteration over all ranks, in ``grad_accum_steps`` micro-batches per rank.
 
-    Starting at ``start_iter`` gives the batches an uninterrupted run sees there; an unreadable
+    ``start_at(k)`` gives the batches an uninterrupted run sees at iteration k; an unreadable
     image is replaced by the next readable one of the folder.
     """
-    per_step = grad_accum_steps * comm.get_world_size()
-    if total_batch_size % per_step:
-        raise ValueError(
-            f"total_batch_size {total_batch_size} is not divisible by grad_accum_steps "
-            f"{grad_accum_steps} x {comm.get_world_size()} processes"
-        )
-    # The engine's seeded dataset reads "records" through a mapper: here a record is an index.
-    indexed = SeededMapDataset(list(range(len(dataset))), dataset.__getitem__, seed=seed)
-    sampler = PositionedSampler(
-        TrainingSampler(len(dataset), seed=seed), start=start_iter * total_batch_size
-    )
-    return build_batch_data_loader(
-        indexed,
-        sampler,
-        total_batch_size // grad_accum_steps,
+    # A record is an image's index; the dataset is the mapper.
+    return resumable_batches(
+        list(range(len(dataset))),
+        dataset.__getitem__,
+        TrainingSampler(len(dataset), seed=seed),
+        total_batch_size=total_batch_size,
+        seed=seed,
+        grad_accum_steps=grad_accum_steps,
         num_workers=num_workers,
         collate_fn=torch.stack,
-        seed=seed,
     )
 
 

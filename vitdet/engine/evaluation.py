@@ -11,7 +11,7 @@ from detectron2.config import instantiate
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
-from .checkpointer import write_atomically
+from .atomic import write_atomically
 
 __all__ = ["evaluate"]
 

@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 
-from detectron2.engine import hooks
+from detectron2.engine import HookBase, hooks
 
-__all__ = ["TimedEvalHook"]
+__all__ = ["SkippedRecordsHook", "TimedEvalHook"]
+
+logger = logging.getLogger(__name__)
+
+
+class SkippedRecordsHook(HookBase):
+    """Records ``data/unreadable_images``: the training records the loader skipped so far
+    because they could not be read (``vitdet.data.loader.ResumableLoader.num_skipped``)."""
+
+    def after_step(self) -> None:
+        count = self.trainer.data_loader.num_skipped
+        self.trainer.storage.put_scalar("data/unreadable_images", count, smoothing_hint=False)
+
+    def after_train(self) -> None:
+        loader = self.trainer.data_loader
+        if loader.num_skipped:
+            logger.warning(
+                f"{loader.num_skipped} of {loader.num_records} training images were unreadable "
+                "and skipped"
+            )
 
 
 class _Stopwatch:

@@ -10,7 +10,7 @@ from detectron2.engine import SimpleTrainer
 from detectron2.utils import comm
 from torch.nn.parallel import DistributedDataParallel
 
-from .seeding import STEP_STREAM, seed_everything
+from vitdet.data.seeding import STEP_STREAM, seed_everything
 
 __all__ = ["Trainer"]
 

@@ -9,7 +9,8 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
-from .encoder import PosEmbedType, ViTEncoder, init_weights
+from .encoder import ViTEncoder, init_weights
+from .pos_embed import PosEmbedType
 from .vit import PatchEmbed
 
 __all__ = ["ViTClassifier"]

@@ -1,26 +1,31 @@
 """The plain ViT as a token-sequence encoder: the trunk of the MAE and of the image classifier.
 
-Built from the backbone's own ``Block`` with global attention and no relative positions, and
-named in the MAE / timm layout (``cls_token``, ``pos_embed``, ``patch_embed.*``, ``blocks.N.*``,
-``norm.*``) that ``vitdet.checkpoint`` converts into the ViTDet backbone.
+One trunk, two heads on it: the encoder is built from the backbone's own pieces, not a copy of
+them: ``PatchEmbed`` (or a drop-in stem), ``register_abs_pos_embed`` (learned or sin-cos
+``pos_embed`` in the pretraining layout) and ``make_blocks`` (drop-path schedule, blocks) with
+global attention and no relative positions. It adds the cls token, the final norm and MAE's
+initialisation, and is named in the MAE / timm layout (``cls_token``, ``pos_embed``,
+``patch_embed.*``, ``blocks.N.*``, ``norm.*``) that ``vitdet.checkpoint`` converts into the
+ViTDet backbone.
+
+It shares those pieces rather than subclassing ``ViT``: the backbone is a detectron2
+``Backbone`` (a stride-16 NCHW map, padding contract) and ``vitdet.checkpoint.vit_prefix``
+finds a model's one ViT by its type; the encoder maps token sequences (any subset of a grid,
+with a cls token) and must not pass for a backbone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Literal
 
 import torch
 import torch.nn as nn
 
-from .pos_embed import resample_abs_pos
-from .sincos import sincos_pos_embed
-from .vit import Block, PatchEmbed
+from .pos_embed import PosEmbedType, register_abs_pos_embed, resample_abs_pos
+from .vit import PatchEmbed, make_blocks
 
-__all__ = ["ViTEncoder", "PosEmbedType", "init_weights"]
-
-PosEmbedType = Literal["learned", "sincos"]
+__all__ = ["ViTEncoder", "init_weights"]
 
 
 def init_weights(module: nn.Module) -> None:
@@ -68,33 +73,25 @@ class ViTEncoder(nn.Module):
             patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim
         )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if use_cls_token else None
-        grid = (self.grid_size, self.grid_size)
-        if pos_embed_type == "sincos":
-            table = sincos_pos_embed(embed_dim, grid, cls_token=use_cls_token)
-            self.register_buffer("pos_embed", table)
-        elif pos_embed_type == "learned":
-            num_positions = self.grid_size**2 + use_cls_token
-            self.pos_embed = nn.Parameter(torch.zeros(1, num_positions, embed_dim))
+        register_abs_pos_embed(
+            self,
+            pos_embed_type=pos_embed_type,
+            embed_dim=embed_dim,
+            grid_size=self.grid_size,
+            cls_token=use_cls_token,
+        )
+        if isinstance(self.pos_embed, nn.Parameter):
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        else:
-            raise ValueError(
-                f"pos_embed_type must be 'learned' or 'sincos', got {pos_embed_type!r}"
-            )
-        # stochastic depth rises linearly from 0 to drop_path_rate over the blocks
-        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
-        self.blocks = nn.ModuleList(
-            Block(
-                dim=embed_dim,
-                num_heads=num_heads,
-                mlp_ratio=mlp_ratio,
-                qkv_bias=qkv_bias,
-                drop_path=dpr[i],
-                norm_layer=norm_layer,
-                act_layer=act_layer,
-                window_size=0,
-                use_rel_pos=False,
-            )
-            for i in range(depth)
+        # global attention, no relative positions
+        self.blocks = make_blocks(
+            depth=depth,
+            dim=embed_dim,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            qkv_bias=qkv_bias,
+            drop_path_rate=drop_path_rate,
+            norm_layer=norm_layer,
+            act_layer=act_layer,
         )
         self.norm = norm_layer(embed_dim)
 

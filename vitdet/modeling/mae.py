@@ -29,7 +29,7 @@ import torch.nn as nn
 from .encoder import ViTEncoder, init_weights
 from .pos_embed import resample_abs_pos
 from .sincos import sincos_pos_embed
-from .vit import Block, PatchEmbed
+from .vit import PatchEmbed, make_blocks
 
 __all__ = [
     "MaskedAutoencoderViT",
@@ -189,16 +189,12 @@ class MaskedAutoencoderViT(ViTEncoder):
         self.register_buffer(
             "decoder_pos_embed", sincos_pos_embed(decoder_embed_dim, grid, cls_token=True)
         )
-        self.decoder_blocks = nn.ModuleList(
-            Block(
-                dim=decoder_embed_dim,
-                num_heads=decoder_num_heads,
-                mlp_ratio=mlp_ratio,
-                norm_layer=norm_layer,
-                window_size=0,
-                use_rel_pos=False,
-            )
-            for _ in range(decoder_depth)
+        self.decoder_blocks = make_blocks(
+            depth=decoder_depth,
+            dim=decoder_embed_dim,
+            num_heads=decoder_num_heads,
+            mlp_ratio=mlp_ratio,
+            norm_layer=norm_layer,
         )
         self.decoder_norm = norm_layer(decoder_embed_dim)
         self.decoder_pred = nn.Linear(decoder_embed_dim, patch_size**2 * in_chans)

@@ -3,9 +3,39 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
+
+from .sincos import sincos_pos_embed
+
+PosEmbedType = Literal["learned", "sincos"]
+
+
+def register_abs_pos_embed(
+    module: nn.Module,
+    *,
+    pos_embed_type: PosEmbedType,
+    embed_dim: int,
+    grid_size: int,
+    cls_token: bool,
+) -> None:
+    """Give ``module`` its ``pos_embed`` in the pretraining layout: (1, [1 +] S * S, C), S =
+    ``grid_size``, cls slot first if ``cls_token``.
+
+    ``"learned"``: a zero parameter, for the caller to initialise; ``"sincos"``: the fixed 2-D
+    sin-cos table as a persistent buffer (in the state dict, so checkpoints carry it; not
+    trained). Shared by the ViTDet backbone and the MAE / classifier encoder.
+    """
+    if pos_embed_type == "sincos":
+        table = sincos_pos_embed(embed_dim, (grid_size, grid_size), cls_token=cls_token)
+        module.register_buffer("pos_embed", table)
+    elif pos_embed_type == "learned":
+        module.pos_embed = nn.Parameter(torch.zeros(1, grid_size**2 + cls_token, embed_dim))
+    else:
+        raise ValueError(f"pos_embed_type must be 'learned' or 'sincos', got {pos_embed_type!r}")
 
 
 def resample_abs_pos(
@@ -36,6 +66,16 @@ def resample_abs_pos(
     return grid.permute(0, 2, 3, 1)
 
 
+def resize_rel_pos(rel_pos: torch.Tensor, length: int) -> torch.Tensor:
+    """A relative position table (L, C) linearly resized to (length, C), contiguous.
+
+    Used at run time for another window or input size, and by the checkpoint converters.
+    """
+    # l c -> 1 c l for 1-D interpolation, and back
+    resized = F.interpolate(rel_pos.T.unsqueeze(0), size=length, mode="linear")
+    return resized.squeeze(0).T.contiguous()
+
+
 def rel_pos_table(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
     """Relative position embeddings for every (query, key) coordinate pair along one axis.
 
@@ -47,13 +87,7 @@ def rel_pos_table(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tens
     """
     max_rel_dist = 2 * max(q_size, k_size) - 1
     if rel_pos.shape[0] != max_rel_dist:
-        # l c -> 1 c l for 1-D interpolation, and back
-        resized = F.interpolate(
-            rel_pos.reshape(1, rel_pos.shape[0], -1).permute(0, 2, 1),
-            size=max_rel_dist,
-            mode="linear",
-        )
-        rel_pos = resized.reshape(-1, max_rel_dist).permute(1, 0)
+        rel_pos = resize_rel_pos(rel_pos, max_rel_dist)
     # Scale coordinates with the shorter side so that q and k spans match.
     q_coords = torch.arange(q_size, device=rel_pos.device)[:, None] * max(k_size / q_size, 1.0)
     k_coords = torch.arange(k_size, device=rel_pos.device)[None, :] * max(q_size / k_size, 1.0)

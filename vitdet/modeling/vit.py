@@ -2,13 +2,17 @@
 
 NHWC inside the network; the single stride-16 output map is NCHW (detectron2 ``Backbone``).
 Parameter names and shapes follow the released ViTDet checkpoints (``backbone.net.*``).
+
+The one ViT trunk: ``PatchEmbed``, ``Block`` and ``make_blocks`` (with the drop-path schedule)
+here and ``register_abs_pos_embed`` (pos_embed.py) also build the MAE / classifier encoder
+(encoder.py) and the MAE decoder; only the heads differ. The linear layers run through
+``onednn.linear`` (the CPU GEMM fast path, ``F.linear`` elsewhere).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -17,12 +21,18 @@ import torch.utils.checkpoint
 from detectron2.layers.batch_norm import LayerNorm as ChannelLayerNorm
 from detectron2.modeling import Backbone
 
-from .pos_embed import decomposed_rel_pos_bias, decomposed_rel_pos_terms, resample_abs_pos
+from .onednn import linear
+from .pos_embed import (
+    PosEmbedType,
+    decomposed_rel_pos_bias,
+    decomposed_rel_pos_terms,
+    register_abs_pos_embed,
+    resample_abs_pos,
+)
 from .rel_pos_attention import rel_pos_attention
-from .sincos import sincos_pos_embed
 from .windows import window_partition, window_unpartition
 
-__all__ = ["ViT", "Block", "Attention", "PatchEmbed"]
+__all__ = ["ViT", "Block", "Attention", "PatchEmbed", "make_blocks"]
 
 
 class DropPath(nn.Module):
@@ -58,64 +68,6 @@ class PatchEmbed(nn.Module):
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
         return self.proj(x).permute(0, 2, 3, 1).contiguous()  # b c h w -> b h w c
-
-
-# oneDNN's fp32 GEMM (brgemm) for the linear layers on CPU, with bias and GELU fused into its
-# epilogue in inference. Where MKL, torch's default CPU GEMM, takes its AVX2 path (AMD CPUs)
-# the oneDNN kernel runs up to twice as fast; elsewhere the two are on par.
-_HAS_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(
-    torch.ops.mkldnn, "_linear_pointwise"
-)
-
-
-def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None):
-    """x (..., in) @ weight (out, in)^T [+ bias] -> (..., out), one oneDNN call."""
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-
-
-class _OneDNNLinear(torch.autograd.Function):
-    """``F.linear`` with the forward and both backward GEMMs on oneDNN."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return _onednn_linear(x, weight, bias)
-
-    @staticmethod
-    def backward(ctx, grad_y):
-        x, weight = ctx.saved_tensors
-        grad_x = grad_weight = grad_bias = None
-        grad_y2d = grad_y.reshape(-1, grad_y.shape[-1])  # (N, out)
-        if ctx.needs_input_grad[0]:
-            # dx = dy W, a linear with weight W^T: (in, out)
-            grad_x = _onednn_linear(grad_y, weight.t().contiguous())
-        if ctx.needs_input_grad[1]:
-            # dW = dy^T x, a linear of dy^T (out, N) with weight x^T (in, N)
-            x_t = x.reshape(-1, x.shape[-1]).t().contiguous()
-            grad_weight = _onednn_linear(grad_y2d.t().contiguous(), x_t)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = grad_y2d.sum(0)
-        return grad_x, grad_weight, grad_bias
-
-
-def linear(x: torch.Tensor, layer: nn.Linear, *, gelu: str | None = None) -> torch.Tensor:
-    """``layer(x)``, then GELU when ``gelu`` names its ``approximate`` mode ("none" / "tanh")."""
-    on_onednn = (
-        _HAS_ONEDNN_LINEAR
-        and x.device.type == "cpu"
-        and x.dtype == layer.weight.dtype == torch.float32
-        and not torch.is_autocast_enabled("cpu")
-    )
-    needs_grad = torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad)
-    if on_onednn and not needs_grad:
-        attr = "none" if gelu is None else "gelu"
-        return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, attr, [], gelu or "")
-    if on_onednn:
-        x = _OneDNNLinear.apply(x, layer.weight, layer.bias)
-    else:
-        x = F.linear(x, layer.weight, layer.bias)
-    return x if gelu is None else F.gelu(x, approximate=gelu)
 
 
 class Mlp(nn.Module):
@@ -322,6 +274,54 @@ class Block(nn.Module):
         return x
 
 
+def make_blocks(
+    *,
+    depth: int,
+    dim: int,
+    num_heads: int,
+    mlp_ratio: float = 4.0,
+    qkv_bias: bool = True,
+    drop_path_rate: float = 0.0,
+    norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
+    act_layer: Callable[[], nn.Module] = nn.GELU,
+    use_rel_pos: bool = False,
+    rel_pos_zero_init: bool = True,
+    input_size: tuple[int, int] | None = None,
+    window_size: int = 0,
+    global_attn_indexes: Sequence[int] = (),
+    residual_block_indexes: Sequence[int] = (),
+    use_fused_attn: bool = True,
+) -> nn.ModuleList:
+    """The ``depth`` blocks of a plain ViT (``blocks.N.*``), shared by the backbone and the
+    MAE / classifier encoder and decoder.
+
+    Stochastic depth rises linearly from 0 to ``drop_path_rate`` over the blocks. Attention is
+    windowed (``window_size > 0``) except in the blocks of ``global_attn_indexes``; the blocks
+    of ``residual_block_indexes`` end with a conv bottleneck.
+    """
+    for i in (*global_attn_indexes, *residual_block_indexes):
+        if not 0 <= i < depth:
+            raise ValueError(f"block index {i} is out of range for depth {depth}")
+    return nn.ModuleList(
+        Block(
+            dim=dim,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            qkv_bias=qkv_bias,
+            drop_path=drop_path_rate * i / max(depth - 1, 1),
+            norm_layer=norm_layer,
+            act_layer=act_layer,
+            use_rel_pos=use_rel_pos,
+            rel_pos_zero_init=rel_pos_zero_init,
+            window_size=0 if i in global_attn_indexes else window_size,
+            use_residual_block=i in residual_block_indexes,
+            input_size=input_size,
+            use_fused_attn=use_fused_attn,
+        )
+        for i in range(depth)
+    )
+
+
 class ViT(Backbone):
     """Plain ViT of ViTDet: one stride-``patch_size`` output map named ``out_feature``.
 
@@ -353,59 +353,47 @@ class ViT(Backbone):
         pretrain_use_cls_token: bool = True,
         use_fused_attn: bool = True,
         patch_embed_layer: Callable[..., nn.Module] = PatchEmbed,
-        pos_embed_type: Literal["learned", "sincos"] = "learned",
+        pos_embed_type: PosEmbedType = "learned",
         out_feature: str = "last_feat",
     ) -> None:
         super().__init__()
-        for i in (*global_attn_indexes, *residual_block_indexes):
-            if not 0 <= i < depth:
-                raise ValueError(f"block index {i} is out of range for depth {depth}")
         self.pretrain_use_cls_token = pretrain_use_cls_token
         self.use_act_checkpoint = use_act_checkpoint
-        if pos_embed_type not in ("learned", "sincos"):
-            raise ValueError(
-                f"pos_embed_type must be 'learned' or 'sincos', got {pos_embed_type!r}"
-            )
         # PatchEmbed, or a drop-in with the same arguments and output (ConvStem)
         self.patch_embed = patch_embed_layer(
             patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim
         )
 
         if use_abs_pos:
-            # Pretraining layout: (1, [cls] + S * S, C) with S = pretrain_img_size / patch_size.
-            num_patches = (pretrain_img_size // patch_size) ** 2
-            num_positions = num_patches + 1 if pretrain_use_cls_token else num_patches
-            if pos_embed_type == "sincos":
-                # Fixed: a buffer, in the state dict (checkpoints carry pos_embed), not trained.
-                side = pretrain_img_size // patch_size
-                table = sincos_pos_embed(embed_dim, (side, side), cls_token=pretrain_use_cls_token)
-                self.register_buffer("pos_embed", table)
-            else:
-                self.pos_embed = nn.Parameter(torch.zeros(1, num_positions, embed_dim))
+            # Pretraining layout, S = pretrain_img_size / patch_size: (1, [1 +] S * S, C)
+            register_abs_pos_embed(
+                self,
+                pos_embed_type=pos_embed_type,
+                embed_dim=embed_dim,
+                grid_size=pretrain_img_size // patch_size,
+                cls_token=pretrain_use_cls_token,
+            )
         else:
             self.pos_embed = None
         self._pos_cache: dict[tuple, torch.Tensor] = {}
 
         grid = img_size // patch_size
-        # stochastic depth rises linearly from 0 to drop_path_rate over the blocks
-        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
-        self.blocks = nn.ModuleList(
-            Block(
-                dim=embed_dim,
-                num_heads=num_heads,
-                mlp_ratio=mlp_ratio,
-                qkv_bias=qkv_bias,
-                drop_path=dpr[i],
-                norm_layer=norm_layer,
-                act_layer=act_layer,
-                use_rel_pos=use_rel_pos,
-                rel_pos_zero_init=rel_pos_zero_init,
-                window_size=0 if i in global_attn_indexes else window_size,
-                use_residual_block=i in residual_block_indexes,
-                input_size=(grid, grid),
-                use_fused_attn=use_fused_attn,
-            )
-            for i in range(depth)
+        self.blocks = make_blocks(
+            depth=depth,
+            dim=embed_dim,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            qkv_bias=qkv_bias,
+            drop_path_rate=drop_path_rate,
+            norm_layer=norm_layer,
+            act_layer=act_layer,
+            use_rel_pos=use_rel_pos,
+            rel_pos_zero_init=rel_pos_zero_init,
+            input_size=(grid, grid),
+            window_size=window_size,
+            global_attn_indexes=global_attn_indexes,
+            residual_block_indexes=residual_block_indexes,
+            use_fused_attn=use_fused_attn,
         )
 
         self._out_feature_channels = {out_feature: embed_dim}

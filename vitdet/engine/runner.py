@@ -1,4 +1,13 @@
-"""Training and evaluation runs built from a LazyConfig (what tools/train_net.py calls)."""
+"""Training and evaluation runs built from a LazyConfig: the one runner of every trainable
+model here (the detectors of ``tools/train_net.py``, the MAE of ``tools/pretrain_mae.py``).
+
+A run: ``setup_run`` (config with checked overrides, logging, datasets, device, the seed made
+concrete, ``config.yaml``), then ``train`` or ``evaluate_only``. What runs is what the config
+names: ``model``, ``optimizer``, ``lr_multiplier``, ``dataloader.train`` (a resumable loader:
+``vitdet.data.loader``), ``dataloader.test`` / ``dataloader.evaluator``, ``train.*``. The runner
+adds only run state: the start iteration, and the weights (``train.init_checkpoint`` or the
+last checkpoint of ``train.output_dir``), both loaded through ``vitdet.checkpoint``.
+"""
 
 from __future__ import annotations
 
@@ -9,36 +18,36 @@ from collections.abc import Callable, Sequence
 
 import torch
 from detectron2.config import instantiate
-from detectron2.data import build_detection_train_loader
 from detectron2.engine import HookBase, create_ddp_model, default_setup, default_writers, hooks
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from omegaconf import DictConfig
 
 from vitdet.checkpoint import load_checkpoint
+from vitdet.config import ConfigError, load_config, setup_datasets
 
-from .checkpointer import AtomicCheckpointer
-from .config import ConfigError, load_config, setup_datasets
 from .evaluation import evaluate
-from .hooks import TimedEvalHook
-from .train_loader import build_resumable_train_loader
+from .hooks import SkippedRecordsHook, TimedEvalHook
+from .run_state import RunCheckpointer
 from .trainer import Trainer
 
 __all__ = [
     "AMP_DTYPES",
+    "Evaluation",
     "build_model",
     "build_trainer",
-    "default_hooks",
     "evaluate_only",
     "resolve_device",
     "setup_run",
     "train",
-    "wrap_ddp",
 ]
 
 logger = logging.getLogger(__name__)
 
 AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+# What a periodic evaluation computes: (model, iterations done) -> {name: value or dict}.
+Evaluation = Callable[[torch.nn.Module, int], dict]
 
 
 def resolve_device(cfg: DictConfig) -> None:
@@ -62,12 +71,15 @@ def setup_run(
     coco_datasets: Sequence[Sequence[str]] = (),
 ) -> DictConfig:
     """The config of a run, ready to use: loaded with checked overrides, logging to
-    ``train.output_dir``, datasets registered, num_classes set, device chosen, then
-    detectron2's ``default_setup`` (environment log, the final ``config.yaml``, seeds)."""
+    ``train.output_dir``, datasets registered, num_classes set, device chosen, a random seed
+    (``train.seed=-1``) drawn and written into the config, then detectron2's ``default_setup``
+    (environment log, the final ``config.yaml``, seeds)."""
     cfg = load_config(config_file, overrides)
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="vitdet")
     setup_datasets(cfg, coco_datasets, overrides=overrides)
     resolve_device(cfg)
+    if cfg.train.seed < 0:
+        cfg.train.seed = comm.shared_random_seed()  # config.yaml then names the seed used
     default_setup(cfg, args)
     return cfg
 
@@ -80,14 +92,14 @@ def build_model(cfg: DictConfig) -> torch.nn.Module:
     return model
 
 
-def wrap_ddp(cfg: DictConfig, model: torch.nn.Module) -> torch.nn.Module:
+def _wrap_ddp(cfg: DictConfig, model: torch.nn.Module) -> torch.nn.Module:
     """``model`` in DistributedDataParallel when there are several processes (CPU: gloo)."""
     on_cpu = torch.device(cfg.train.device).type == "cpu"
     device_ids = None if on_cpu else [comm.get_local_rank()]
     return create_ddp_model(model, device_ids=device_ids, **cfg.train.ddp)
 
 
-def build_trainer(cfg: DictConfig) -> tuple[Trainer, AtomicCheckpointer]:
+def build_trainer(cfg: DictConfig) -> tuple[Trainer, RunCheckpointer]:
     """The model, optimizer, ``Trainer`` (without its data loader: it depends on the start
     iteration) and checkpointer of ``cfg``."""
     amp = cfg.train.amp
@@ -96,7 +108,7 @@ def build_trainer(cfg: DictConfig) -> tuple[Trainer, AtomicCheckpointer]:
     model = build_model(cfg)
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
-    model = wrap_ddp(cfg, model)
+    model = _wrap_ddp(cfg, model)
     trainer = Trainer(
         model,
         None,
@@ -106,62 +118,78 @@ def build_trainer(cfg: DictConfig) -> tuple[Trainer, AtomicCheckpointer]:
         amp_dtype=AMP_DTYPES[amp.dtype] if amp.enabled else None,
         grad_accum_steps=cfg.train.grad_accum_steps,
     )
-    return trainer, AtomicCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    return trainer, RunCheckpointer(model, cfg.train.output_dir, trainer=trainer)
 
 
-def default_hooks(
-    cfg: DictConfig,
-    checkpointer: AtomicCheckpointer,
-    eval_function: Callable[[], dict],
-    extra_hooks: Sequence[HookBase] = (),
-) -> list[HookBase]:
-    """Timer, lr schedule, checkpoints and writers (main process), evaluation; ``extra_hooks``
-    run before the evaluation."""
+def _hooks(
+    cfg: DictConfig, checkpointer: RunCheckpointer, eval_function: Callable[[], dict]
+) -> list[HookBase | None]:
+    """Timer, lr schedule, checkpoints and writers (main process), skipped-image counts,
+    evaluation."""
     main = comm.is_main_process()
     writers = default_writers(cfg.train.output_dir, cfg.train.max_iter) if main else []
     return [
         hooks.IterationTimer(),
         hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
         hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if main else None,
-        *extra_hooks,
+        SkippedRecordsHook(),
         TimedEvalHook(cfg.train.eval_period, eval_function),
         hooks.PeriodicWriter(writers, period=cfg.train.log_period) if main else None,
     ]
 
 
-def _build_train_loader(cfg: DictConfig, *, seed: int, start_iter: int):
-    """``cfg.dataloader.train`` built by the resumable version of detectron2's loader."""
-    loader = cfg.dataloader.train
-    if loader._target_ not in (build_detection_train_loader, build_resumable_train_loader):
-        raise ValueError(
-            f"dataloader.train must be built by build_detection_train_loader, got {loader._target_}"
-        )
-    loader._target_ = build_resumable_train_loader
-    sampler = loader.get("sampler")
-    if sampler is not None:
-        sampler.seed = seed  # the index stream must be the same after a resume
-    loader.update(seed=seed, start_iter=start_iter, grad_accum_steps=cfg.train.grad_accum_steps)
-    return instantiate(loader)
+def detection_evaluation(cfg: DictConfig) -> Evaluation:
+    """``cfg.dataloader.evaluator`` on ``cfg.dataloader.test`` (COCO / LVIS AP)."""
+    return lambda model, iterations_done: evaluate(cfg, model)
 
 
-def train(cfg: DictConfig, *, resume: bool) -> None:
+def _load_weights(
+    cfg: DictConfig, checkpointer: RunCheckpointer, *, resume: bool, init_format: str
+) -> bool:
+    """The one weight-loading policy: with ``resume`` and a checkpoint in ``train.output_dir``,
+    the whole run state from it (True); else the model from ``train.init_checkpoint`` if set.
+    Both strict and safe (``vitdet.checkpoint``)."""
+    if resume and checkpointer.has_checkpoint():
+        checkpointer.load(checkpointer.get_checkpoint_file())
+        return True
+    if cfg.train.init_checkpoint:
+        load_checkpoint(checkpointer.model, cfg.train.init_checkpoint, source_format=init_format)
+    return False
+
+
+def train(
+    cfg: DictConfig,
+    *,
+    resume: bool,
+    evaluation: Evaluation | None = None,
+    init_format: str = "auto",
+) -> None:
     """Train ``cfg.model`` as configured: checkpoints, metrics and evaluation results go to
     ``train.output_dir``.
 
     resume: continue from ``<train.output_dir>/last_checkpoint`` if there is one (model,
-    optimizer, iteration, seed, grad scaler, timing); otherwise start from
-    ``train.init_checkpoint`` (if set) at iteration 0.
+        optimizer, iteration, seed, grad scaler, timing); otherwise start from
+        ``train.init_checkpoint`` (if set, read as ``init_format``) at iteration 0.
+    evaluation: what the periodic evaluation computes; by default the config's evaluator.
     """
+    evaluation = evaluation or detection_evaluation(cfg)
     trainer, checkpointer = build_trainer(cfg)
-    trainer.register_hooks(default_hooks(cfg, checkpointer, lambda: evaluate(cfg, trainer.model)))
+
+    def eval_function() -> dict:
+        # iterations done: trainer.iter + 1 after a step, max_iter after the last one
+        return evaluation(trainer.model, min(trainer.iter + 1, cfg.train.max_iter))
+
+    trainer.register_hooks(_hooks(cfg, checkpointer, eval_function))
     start_iter = 0
-    if resume and checkpointer.has_checkpoint():
-        checkpointer.load(checkpointer.get_checkpoint_file())
+    if _load_weights(cfg, checkpointer, resume=resume, init_format=init_format):
         start_iter = trainer.iter + 1
-    elif cfg.train.init_checkpoint:
-        load_checkpoint(checkpointer.model, cfg.train.init_checkpoint)
+        if trainer.seed != cfg.train.seed:
+            logger.warning(f"train.seed: {cfg.train.seed} -> {trainer.seed}, the resumed run's")
+            cfg.train.seed = trainer.seed  # the loader's sample stream must be the same
     logger.info(f"Seed {trainer.seed}; starting at iteration {start_iter} of {cfg.train.max_iter}")
-    trainer.data_loader = _build_train_loader(cfg, seed=trainer.seed, start_iter=start_iter)
+    loader = instantiate(cfg.dataloader.train)
+    loader.start_at(start_iter)
+    trainer.data_loader = loader
     trainer.train(start_iter, cfg.train.max_iter)
 
 
@@ -169,11 +197,8 @@ def evaluate_only(cfg: DictConfig, *, resume: bool) -> dict:
     """Evaluate the weights of ``train.init_checkpoint``, or with ``resume`` those of the last
     checkpoint in ``train.output_dir``."""
     model = build_model(cfg)
-    checkpointer = AtomicCheckpointer(model, cfg.train.output_dir)
-    if resume and checkpointer.has_checkpoint():
-        checkpointer.load(checkpointer.get_checkpoint_file())
-    elif cfg.train.init_checkpoint:
-        load_checkpoint(model, cfg.train.init_checkpoint)
-    else:
+    checkpointer = RunCheckpointer(model, cfg.train.output_dir)
+    if not (resume and checkpointer.has_checkpoint()) and not cfg.train.init_checkpoint:
         raise ConfigError("--eval-only needs train.init_checkpoint=<weights> or --resume")
-    return evaluate(cfg, wrap_ddp(cfg, model))
+    _load_weights(cfg, checkpointer, resume=resume, init_format="auto")
+    return evaluate(cfg, _wrap_ddp(cfg, model))

@@ -1,12 +1,14 @@
-"""From a config file and command-line overrides to the config a training run uses.
+"""From a config file and command-line overrides to the config a run uses (training,
+evaluation, demo, export alike).
 
 - Overrides are checked: a key that is neither in the config nor an argument of the callable
   its node builds is an error with suggestions (detectron2 would silently add it).
-- Datasets are registered: ``--register-coco`` triples, and the synthetic set (generated under
-  ``$DETECTRON2_DATASETS/synthetic`` when a config names it and it is not registered yet).
+- Datasets are registered: ``--register-coco`` triples, and the synthetic set under
+  ``$DETECTRON2_DATASETS/synthetic`` when a config names it (lazily: nothing is read or
+  generated until a run reads the data).
 - ``model.roi_heads.num_classes`` follows the class list of the registered datasets.
-- The evaluator keeps its results json in ``<train.output_dir>/inference`` and uses the
-  official pycocotools COCOeval.
+
+Loading a config has no other effect: what runs is what the config files name.
 """
 
 from __future__ import annotations
@@ -19,13 +21,12 @@ from collections.abc import Sequence
 
 from detectron2.config import LazyConfig
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.utils import comm
 from detectron2.utils.registry import locate
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from vitdet.data import synthetic
-from vitdet.data.coco import register_coco
+from .data import synthetic
+from .data.coco import register_coco
 
 __all__ = [
     "ConfigError",
@@ -103,25 +104,16 @@ def _dataset_names(cfg: DictConfig) -> list[str]:
 
 def register_datasets(cfg: DictConfig, coco_datasets: Sequence[Sequence[str]] = ()) -> None:
     """Register ``(name, json_file, image_dir)`` COCO datasets, then the synthetic set if the
-    config reads it and it is not registered (generating it first when absent)."""
+    config reads it and it is not registered (lazily: generated when first read)."""
     for name, json_file, image_dir in coco_datasets:
         register_coco(name, json_file, image_dir)
         logger.info(f"Registered COCO dataset {name}: {json_file}, images in {image_dir}")
 
     wanted = {f"synthetic_{split}" for split in synthetic.SPLITS}
-    missing = sorted(wanted.intersection(_dataset_names(cfg)) - set(DatasetCatalog.keys()))
-    if not missing:
-        return
-    root = os.path.join(os.environ.get("DETECTRON2_DATASETS", "datasets"), "synthetic")
-    if comm.is_main_process():  # generates only when absent or incomplete
-        splits = synthetic.generate(root)
-    comm.synchronize()
-    if not comm.is_main_process():
-        splits = synthetic.generate(root)  # now complete: returns the paths only
-    for name, (json_file, image_dir) in splits.items():
-        if name not in DatasetCatalog.keys():
-            register_coco(name, str(json_file), str(image_dir))
-    logger.info(f"Registered the synthetic dataset under {root}")
+    if wanted.intersection(_dataset_names(cfg)) - set(DatasetCatalog.keys()):
+        root = os.path.join(os.environ.get("DETECTRON2_DATASETS", "datasets"), "synthetic")
+        synthetic.register_synthetic(root)
+        logger.info(f"Registered the synthetic dataset under {root} (generated when first read)")
 
 
 def set_num_classes_from_datasets(cfg: DictConfig, *, explicit: bool) -> None:
@@ -153,25 +145,10 @@ def set_num_classes_from_datasets(cfg: DictConfig, *, explicit: bool) -> None:
     cfg.model.roi_heads.num_classes = num_classes
 
 
-def _configure_evaluator(cfg: DictConfig) -> None:
-    """COCO-style evaluators keep their results in ``<train.output_dir>/inference``; the COCO
-    one uses the official pycocotools COCOeval (its numbers are pycocotools' numbers)."""
-    evaluator = OmegaConf.select(cfg, "dataloader.evaluator", default=None)
-    if evaluator is None or "_target_" not in evaluator:
-        return
-    accepted = _target_parameters(evaluator) or set()
-    if "output_dir" in accepted and evaluator.get("output_dir") is None:
-        evaluator.output_dir = "${train.output_dir}/inference"
-    if "use_fast_impl" in accepted and "use_fast_impl" not in evaluator:
-        evaluator.use_fast_impl = False
-
-
 def load_config(config_file: str | os.PathLike, overrides: Sequence[str] = ()) -> DictConfig:
     """Load ``config_file`` and apply the overrides, every key checked."""
     cfg = LazyConfig.load(str(config_file))
-    cfg = apply_overrides_strictly(cfg, overrides)
-    _configure_evaluator(cfg)
-    return cfg
+    return apply_overrides_strictly(cfg, overrides)
 
 
 def setup_datasets(

@@ -1,0 +1,53 @@
+"""What several test files share: paths, the tool loader, the tiny detector's overrides and
+test pictures. Fixtures built from these live in conftest.py. Importable as ``helpers`` in
+any pytest import mode (``pythonpath = ["tests"]`` in pyproject.toml)."""
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+KEYS_DIR = REPO / "tests" / "data" / "vitdet_keys"
+
+COCO_CONFIG = REPO / "configs" / "COCO" / "mask_rcnn_vitdet_b_100ep.py"
+TEST_SIZE = 128  # == ViT img_size == square_pad (follows img_size) == test resize
+# A tiny ViTDet from the COCO recipe: 2 blocks of width 64 at 128 px, slim box / mask heads,
+# few proposals and detections; a zero score threshold in the box predictor so that random
+# weights still detect (scores ~ 1 / 81).
+TINY_DETECTOR = [
+    "model.backbone.net.embed_dim=64",
+    "model.backbone.net.depth=2",
+    "model.backbone.net.num_heads=2",
+    "model.backbone.net.global_attn_indexes=[1]",
+    f"model.backbone.net.img_size={TEST_SIZE}",
+    f"dataloader.test.mapper.augmentations.0.short_edge_length={TEST_SIZE}",
+    f"dataloader.test.mapper.augmentations.0.max_size={TEST_SIZE}",
+    "model.roi_heads.box_head.conv_dims=[64]",
+    "model.roi_heads.mask_head.conv_dims=[64,64]",  # one conv, then the upsampling deconv
+    "model.proposal_generator.pre_nms_topk.1=100",
+    "model.proposal_generator.post_nms_topk.1=20",
+    "model.roi_heads.box_predictor.test_score_thresh=0.0",
+    "model.roi_heads.box_predictor.test_topk_per_image=4",
+]
+
+
+def load_tool(path: str) -> ModuleType:
+    """A script under tools/ (``"train_net"``, ``"benchmarks/speed"``) as a module."""
+    name = path.replace("/", "_")
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{path}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def scene(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """Coloured rectangles on a gray background, (H, W, 3) uint8 RGB."""
+    rng = np.random.default_rng(seed)
+    image = np.full((height, width, 3), 120, np.uint8)
+    for _ in range(4):
+        y, x = rng.integers(0, height - 10), rng.integers(0, width - 10)
+        h, w = rng.integers(8, height // 2), rng.integers(8, width // 2)
+        image[y : y + h, x : x + w] = rng.integers(0, 256, 3)
+    return image

@@ -1,0 +1,135 @@
+"""The oneDNN linear fast path: same numbers as ``F.linear``, a switch that switches, a fallback.
+
+Tolerances, float32 on the CPU: |oneDNN - F.linear| < 1e-5 forward, < 1e-4 for the gradients
+(the two GEMMs sum in different orders).
+"""
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vitdet.modeling import onednn
+from vitdet.modeling.vit import Mlp
+
+FORWARD_TOL = 1e-5
+BACKWARD_TOL = 1e-4
+
+needs_onednn = pytest.mark.skipif(not onednn.is_available(), reason="torch without oneDNN linear")
+
+
+@pytest.fixture(autouse=True)
+def _enabled():
+    """Every test starts with the path on and leaves it on."""
+    onednn.set_enabled(True)
+    yield
+    onednn.set_enabled(True)
+
+
+@pytest.fixture
+def op_calls(monkeypatch) -> list[str]:
+    """Records each call of the private op (its ``attr``: "none" / "gelu")."""
+    calls = []
+    op = onednn._linear_op
+
+    def spy(x, weight, bias, attr="none", algorithm=""):
+        calls.append(attr)
+        return op(x, weight, bias, attr, algorithm)
+
+    monkeypatch.setattr(onednn, "_linear_op", spy)
+    return calls
+
+
+def reference(x: torch.Tensor, layer: nn.Linear, gelu: str | None) -> torch.Tensor:
+    out = F.linear(x, layer.weight, layer.bias)
+    return out if gelu is None else F.gelu(out, approximate=gelu)
+
+
+def assert_matches_reference(layer: nn.Linear, gelu: str | None) -> None:
+    """``linear`` vs ``F.linear`` (+ GELU): forward with and without autograd, and backward."""
+    x = torch.randn(2, 3, 5, layer.in_features, requires_grad=True)
+    out = onednn.linear(x, layer, gelu=gelu)
+    expected = reference(x, layer, gelu)
+    assert (out - expected).abs().max() < FORWARD_TOL
+    grad = torch.randn_like(out)
+    params = [x, *layer.parameters()]  # weight [, bias]
+    for g, w in zip(
+        torch.autograd.grad(out, params, grad),
+        torch.autograd.grad(expected, params, grad),
+        strict=True,
+    ):
+        assert (g - w).abs().max() < BACKWARD_TOL
+    with torch.no_grad():
+        assert (onednn.linear(x, layer, gelu=gelu) - expected).abs().max() < FORWARD_TOL
+
+
+@needs_onednn
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("gelu", [None, "none", "tanh"])
+def test_linear_matches_torch_forward_and_backward(gelu, bias, op_calls):
+    torch.manual_seed(0)
+    assert_matches_reference(nn.Linear(16, 24, bias=bias), gelu)
+    # on oneDNN: the forward and the two backward GEMMs, then the fused no-grad call
+    expected_attr = "none" if gelu is None else "gelu"
+    assert op_calls == ["none", "none", "none", expected_attr]
+
+
+@needs_onednn
+def test_switch_turns_the_op_off_and_on(op_calls):
+    layer = nn.Linear(8, 4)
+    x = torch.randn(3, 8)
+    onednn.linear(x, layer)
+    assert len(op_calls) == 1
+    with onednn.disabled():
+        assert not onednn.is_enabled()
+        torch.testing.assert_close(onednn.linear(x, layer), layer(x))
+        onednn.linear(x.requires_grad_(), layer).sum().backward()
+    onednn.set_enabled(False)
+    onednn.linear(x, layer, gelu="tanh")
+    assert len(op_calls) == 1  # nothing while off
+    onednn.set_enabled(True)
+    onednn.linear(x.double(), layer.double())  # float64: never on oneDNN
+    assert len(op_calls) == 1
+    onednn.linear(x.float(), layer.float())
+    assert len(op_calls) == 2
+
+
+@pytest.mark.parametrize("initial", [True, False])
+def test_disabled_restores_the_state_after_an_exception(initial):
+    onednn.set_enabled(initial)
+    with pytest.raises(RuntimeError, match="inside"):
+        with onednn.disabled():
+            assert not onednn.is_enabled()
+            raise RuntimeError("inside")
+    assert onednn.is_enabled() is initial
+    with onednn.disabled(), onednn.disabled():  # nested
+        pass
+    assert onednn.is_enabled() is initial
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("gelu", [None, "tanh"])
+def test_falls_back_to_torch_without_onednn(monkeypatch, op_calls, gelu, bias):
+    monkeypatch.setattr(onednn, "is_available", lambda: False)
+    torch.manual_seed(0)
+    assert_matches_reference(nn.Linear(16, 24, bias=bias), gelu)
+    assert op_calls == []
+
+
+def test_mlp_traces_with_onednn_disabled():
+    torch.manual_seed(0)
+    mlp = Mlp(dim=16, hidden_dim=32, act_layer=nn.GELU).eval()
+    x = torch.randn(2, 3, 4, 16)
+    with onednn.disabled(), torch.no_grad():
+        traced = torch.jit.trace(mlp, (x,))
+    assert "mkldnn" not in str(traced.graph)
+    with torch.no_grad():
+        torch.testing.assert_close(traced(x), mlp(x), atol=FORWARD_TOL, rtol=0)
+        torch.testing.assert_close(traced(2 * x), mlp(2 * x), atol=FORWARD_TOL, rtol=0)
+
+
+@needs_onednn
+def test_matmul_is_x_times_weight_transposed():
+    torch.manual_seed(0)
+    x, weight = torch.randn(7, 16), torch.randn(24, 16)
+    assert (onednn.matmul(x, weight) - x @ weight.T).abs().max() < FORWARD_TOL
