@@ -36,7 +36,19 @@ setup(
         "Pillow",
     ],
     extras_require={
-        # timm: only the reference detectron2.modeling.ViT imports it (parity tests, benchmark).
-        "dev": ["pytest", "pytest-xdist", "ruff", "timm", "onnx", "onnxruntime", "onnxscript"],
+        # timm: only the reference detectron2.modeling.ViT imports it (parity tests, benchmark);
+        # segment-anything: the SAM release, the reference of the SAM parity tests.
+        "dev": [
+            "pytest",
+            "pytest-xdist",
+            "hypothesis",
+            "import-linter",
+            "ruff",
+            "timm",
+            "onnx",
+            "onnxruntime",
+            "onnxscript",
+            "segment-anything==1.0",
+        ],
     },
 )
