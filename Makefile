@@ -22,6 +22,7 @@ demo: setup
 lint: setup
 	$(PY) -m ruff check vitdet tools tests configs
 	$(PY) -m ruff format --check vitdet tools tests configs
+	.venv/bin/lint-imports
 
 benchmark: setup
-	$(PY) tools/benchmark.py
+	$(PY) tools/benchmarks/speed.py

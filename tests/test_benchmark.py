@@ -1,4 +1,4 @@
-"""tools/benchmark.py on a tiny model: the report's structure and parity, never its times."""
+"""tools/benchmarks/speed.py on a tiny model: the report's structure and parity, never its times."""
 
 import json
 import sys
@@ -15,8 +15,8 @@ pytestmark = pytest.mark.skipif(
 
 
 def run_tool(monkeypatch, *args: str):
-    """tools/benchmark.py's main() in this process with ``args`` (restores the thread count)."""
-    tool = load_tool("benchmark")
+    """The tool's main() in this process with ``args`` (restores the thread count)."""
+    tool = load_tool("benchmarks/speed")
     monkeypatch.setattr(sys, "argv", ["benchmark.py", "--tiny", "--threads", "1", *args])
     threads = torch.get_num_threads()
     try:

@@ -1,6 +1,6 @@
 # MAE pretraining of the Synthetic config's ViT on the synthetic training images (labels
 # unused), on 2 CPU cores in about 10 minutes. Its model_final.pth initialises
-# configs/Synthetic/mask_rcnn_vitdet_tiny.py (train.init_checkpoint=<it>); tools/benchmark_mae.py
+# configs/Synthetic/mask_rcnn_vitdet_tiny.py (train.init_checkpoint=<it>); tools/benchmarks/mae.py
 # compares that with random initialisation.
 # The images: python tools/make_synthetic.py --root $DETECTRON2_DATASETS/synthetic
 import math

@@ -36,7 +36,7 @@ model.proposal_generator.pre_nms_topk = (1000, 1000)
 model.proposal_generator.post_nms_topk = (500, 500)
 
 # RoI heads sized for the CPU: 2fc box head (no convs), 128 RoIs per image, 2-conv mask head,
-# all at pyramid_channels. Where a training step goes (tools/benchmark_synthetic.py steps: CPU
+# all at pyramid_channels. Where a training step goes (tools/benchmarks/synthetic.py steps: CPU
 # seconds of one thread, bf16, 8 images, median of 3 steps), this config vs the same backbone
 # with the released heads (256-channel pyramid, 4conv1fc box head, 512 RoIs/image, 4-conv mask
 # head):

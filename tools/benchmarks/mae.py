@@ -3,9 +3,9 @@
 Synthetic ViTDet fine-tuned from it, against the same ViTDet from random initialisation with
 the same fine-tuning budget.
 
-    python tools/benchmark_mae.py --output-dir output/benchmark_mae
-    python tools/benchmark_mae.py --output-dir output/benchmark_mae --finetune-iters 300
-    python tools/benchmark_mae.py --output-dir output/b optimizer.lr=4e-4   # both arms
+    python tools/benchmarks/mae.py --output-dir output/benchmark_mae
+    python tools/benchmarks/mae.py --output-dir output/benchmark_mae --finetune-iters 300
+    python tools/benchmarks/mae.py --output-dir output/b optimizer.lr=4e-4   # both arms
 
 Trailing ``key=value`` arguments override the detector config of both fine-tuning runs.
 
@@ -32,7 +32,7 @@ from pathlib import Path
 
 from vitdet.data import synthetic
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MAE_CONFIG = "configs/MAE/mae_vit_tiny_synthetic.py"
 DETECTOR_CONFIG = "configs/Synthetic/mask_rcnn_vitdet_tiny.py"
 ARMS = ("mae", "scratch")
@@ -50,7 +50,7 @@ def run(command: list[str], log: Path) -> subprocess.Popen:
 def wait(processes: dict[str, subprocess.Popen]) -> None:
     failed = [name for name, p in processes.items() if p.wait() != 0]
     if failed:
-        raise SystemExit(f"benchmark_mae.py: failed: {', '.join(failed)} (see the logs)")
+        raise SystemExit(f"benchmarks/mae.py: failed: {', '.join(failed)} (see the logs)")
 
 
 def pretrain(out: Path, data_root: Path, iters: int | None) -> tuple[Path, float]:

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Speed and memory of this project's ViTDet against detectron2's reference, side by side.
 
-    python tools/benchmark.py                          # ViT-B, 1024 px: table + benchmark.json
-    python tools/benchmark.py --size B L --repeats 5 --json out.json
-    python tools/benchmark.py --tiny                   # a tiny model: checks the tool, seconds
+    python tools/benchmarks/speed.py                 # ViT-B, 1024 px: table + benchmark.json
+    python tools/benchmarks/speed.py --size B L --repeats 5 --json out.json
+    python tools/benchmarks/speed.py --tiny          # a tiny model: checks the tool, seconds
 
 Both detectors come from ``configs/COCO/mask_rcnn_vitdet_{b,l,h}*.py``; the reference one has
 its backbone swapped to ``detectron2.modeling.ViT`` / ``SimpleFeaturePyramid``. The reference
@@ -44,7 +44,7 @@ from fvcore.nn import FlopCountAnalysis
 
 from vitdet.modeling import onednn
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = {
     "B": "configs/COCO/mask_rcnn_vitdet_b_100ep.py",
     "L": "configs/COCO/mask_rcnn_vitdet_l_100ep.py",

@@ -2,31 +2,30 @@
 """Where a training step's time goes, and AP against training time, for the Synthetic config.
 
     # per-component time of a training step: this config and the released head sizes
-    python tools/benchmark_synthetic.py steps --output-dir output/synthetic_steps
+    python tools/benchmarks/synthetic.py steps --output-dir output/synthetic_steps
     # train with periodic evaluation; AP-vs-time table, json and plot in the output dir
-    python tools/benchmark_synthetic.py curve --output-dir output/synthetic_curve
+    python tools/benchmarks/synthetic.py curve --output-dir output/synthetic_curve
+
+Both run through the engine (``setup_run``, ``build_trainer``, the ``Trainer``'s own step), so
+what is timed is what ``tools/train_net.py`` runs.
 
 Trailing ``key=value`` arguments override the config, as in tools/train_net.py.
 """
 
 import argparse
+import itertools
 import json
 import os
 import statistics
 import time
 from collections import defaultdict
 
-import matplotlib
 import torch
 from detectron2.config import instantiate
 from detectron2.utils.events import EventStorage
-from detectron2.utils.logger import setup_logger
+from matplotlib.figure import Figure
 
-from vitdet.engine import load_config, resolve_device, setup_datasets, setup_run, train
-from vitdet.engine.training import AMP_DTYPES
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
+from vitdet.engine import build_trainer, setup_run, train
 
 CONFIG = "configs/Synthetic/mask_rcnn_vitdet_tiny.py"
 
@@ -55,26 +54,18 @@ TIMED_MODULES = (
 )
 
 
-def _load(config_file: str, overrides: list[str]):
-    cfg = load_config(config_file, overrides)
-    setup_datasets(cfg, overrides=overrides)
-    resolve_device(cfg)
-    return cfg
-
-
 def time_steps(cfg, *, steps: int) -> dict[str, float]:
-    """Median CPU seconds per training step of each part: forward of the TIMED_MODULES,
-    backward, optimizer step, with the config's mixed precision. The same real batch of the
-    training loader is used for every step.
+    """Median CPU seconds per training step of each part: forward of the TIMED_MODULES and of
+    the whole model, the optimizer step, and the rest of the ``Trainer``'s step (backward,
+    mostly). The same real batch of the training loader is used for every step.
 
     CPU time of this process, medians: with OMP_NUM_THREADS=1 this is the step's time on an
     idle core however busy the (shared) machine is; wall-clock time is not.
     """
-    model = instantiate(cfg.model).to(cfg.train.device).train()
-    cfg.optimizer.params.model = model
-    optimizer = instantiate(cfg.optimizer)
-    cfg.dataloader.train.num_workers = 0
+    trainer, _ = build_trainer(cfg)
     batch = next(iter(instantiate(cfg.dataloader.train)))
+    trainer.data_loader = itertools.repeat(batch)  # one micro-batch per step
+    model = trainer.model
 
     step_times: dict[str, float] = defaultdict(float)
     starts: dict[str, float] = {}
@@ -85,28 +76,24 @@ def time_steps(cfg, *, steps: int) -> dict[str, float]:
     def stop(name: str) -> None:
         step_times[name] += time.process_time() - starts[name]
 
-    for name in TIMED_MODULES:
+    for name in ("", *TIMED_MODULES):
+        label = name or "forward"
         module = model.get_submodule(name)
-        module.register_forward_pre_hook(lambda *_, n=name: start(n))
-        module.register_forward_hook(lambda *_, n=name: stop(n))
-    amp = cfg.train.amp
-    device_type = torch.device(cfg.train.device).type
-    autocast = torch.autocast(device_type, dtype=AMP_DTYPES.get(amp.dtype), enabled=amp.enabled)
+        module.register_forward_pre_hook(lambda *_, n=label: start(n))
+        module.register_forward_hook(lambda *_, n=label: stop(n))
+    trainer.optimizer.register_step_pre_hook(lambda *_: start("optimizer"))
+    trainer.optimizer.register_step_post_hook(lambda *_: stop("optimizer"))
     history = defaultdict(list)
     with EventStorage():
         for step in range(steps + 1):  # step 0 warms up and is not counted
             step_times.clear()
-            start("forward")
-            with autocast:
-                loss = sum(model(batch).values())
-            stop("forward")
-            start("backward")
-            optimizer.zero_grad()
-            loss.backward()
-            stop("backward")
-            start("optimizer")
-            optimizer.step()
-            stop("optimizer")
+            trainer.iter = step
+            start("step")
+            trainer.run_step()
+            stop("step")
+            step_times["backward and the rest"] = (
+                step_times["step"] - step_times["forward"] - step_times["optimizer"]
+            )
             if step > 0:
                 for name, seconds in step_times.items():
                     history[name].append(seconds)
@@ -114,15 +101,17 @@ def time_steps(cfg, *, steps: int) -> dict[str, float]:
 
 
 def run_steps(args) -> None:
-    setup_logger(args.output_dir, name="vitdet")
     table = {}
     for variant, extra in (("config", []), ("released_heads", RELEASED_HEADS)):
-        cfg = _load(args.config_file, [*args.opts, *extra])
+        output_dir = os.path.join(args.output_dir, variant)
+        overrides = [*args.opts, *extra, "dataloader.train.num_workers=0"]
+        overrides.append(f"train.output_dir={output_dir}")
+        cfg = setup_run(args.config_file, overrides, args=args)
         table[variant] = time_steps(cfg, steps=args.steps)
         print(variant, json.dumps({k: round(v, 3) for k, v in table[variant].items()}), flush=True)
 
     rows = ["| part | " + " | ".join(table) + " |", "|---|" + "---|" * len(table)]
-    for part in (*TIMED_MODULES, "forward", "backward", "optimizer"):
+    for part in (*TIMED_MODULES, "forward", "backward and the rest", "optimizer", "step"):
         rows.append(f"| {part} | " + " | ".join(f"{t[part]:.2f} s" for t in table.values()) + " |")
     batch = cfg.dataloader.train.total_batch_size
     threads = torch.get_num_threads()
@@ -173,7 +162,8 @@ def write_curve(curve: list[dict], output_dir: str) -> str:
     with open(os.path.join(output_dir, "curve.md"), "w") as f:
         f.write(table)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     minutes = [c["train_minutes"] for c in curve]
     ax.plot(minutes, [c["box_AP"] for c in curve], "o-", label="box AP")
     ax.plot(minutes, [c["mask_AP"] for c in curve], "s-", label="mask AP")
