@@ -13,10 +13,12 @@ from detectron2.utils.events import EventStorage
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from vitdet import device as device_module
 from vitdet.checkpoint import CheckpointError
 from vitdet.config import ConfigError, load_config, setup_datasets
 from vitdet.data.loader import build_resumable_train_loader
 from vitdet.data.synthetic import CLASSES, generate
+from vitdet.device import resolve_amp_dtype
 from vitdet.engine import build_trainer
 from vitdet.engine.run_state import RunCheckpointer
 from vitdet.engine.trainer import Trainer
@@ -372,3 +374,33 @@ def test_synthetic_config_invariants():
     assert roi_heads.box_predictor.input_shape.channels == roi_heads.box_head.fc_dims[-1]
     model = instantiate(cfg.model)
     assert model.backbone.square_pad == net.img_size
+
+
+@pytest.mark.parametrize(
+    "device, flags, expected",
+    [
+        ("cpu", {"avx512f", "avx512_bf16"}, torch.bfloat16),  # AMD EPYC (Zen 4)
+        ("cpu", {"avx512f", "amx_bf16", "amx_tile"}, torch.bfloat16),  # Sapphire Rapids
+        ("cpu", {"avx512f", "avx2"}, None),  # a Xeon without native bf16: fp32, not emulated
+        ("cpu", set(), None),
+    ],
+)
+def test_auto_precision_follows_the_cpu_flags(device, flags, expected):
+    choice = resolve_amp_dtype("auto", device, flags=frozenset(flags))
+    assert choice.dtype == expected
+    assert ("has " if expected else "none of") in choice.reason
+    # an explicit dtype is taken as asked, whatever the CPU
+    assert resolve_amp_dtype("bfloat16", device, flags=frozenset()).dtype == torch.bfloat16
+    assert resolve_amp_dtype("float16", device, flags=frozenset()).dtype == torch.float16
+
+
+def test_auto_precision_is_logged_and_used_by_the_trainer(monkeypatch, caplog):
+    cfg = load_config(SYNTHETIC_CONFIG, ["train.device=cpu"])
+    assert cfg.train.amp.enabled and cfg.train.amp.dtype == "auto"
+    for flags, dtype in (({"avx512_bf16"}, torch.bfloat16), ({"avx2"}, None)):
+        monkeypatch.setattr(device_module, "cpu_flags", lambda f=flags: frozenset(f))
+        with caplog.at_level("INFO", logger="vitdet.engine.runner"):
+            trainer, _ = build_trainer(cfg)
+        assert trainer.amp_dtype == dtype
+        assert "Precision: " + ("bfloat16" if dtype else "float32") in caplog.text
+        caplog.clear()

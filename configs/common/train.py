@@ -3,7 +3,9 @@ train = dict(
     output_dir="./output",
     init_checkpoint="",
     max_iter=90000,
-    # Mixed precision: dtype "float16" (with a grad scaler) or "bfloat16".
+    # Mixed precision: dtype "float16" (with a grad scaler), "bfloat16", or "auto": bf16 where
+    # the device computes it natively, fp16 on older GPUs, fp32 on CPUs without native bf16
+    # (vitdet.device.resolve_amp_dtype; the log says what was chosen and why).
     amp=dict(enabled=False, dtype="float16"),
     # Optimizer step every `grad_accum_steps` iterations of total_batch_size / grad_accum_steps
     # images each: batch 64 on fewer GPUs.

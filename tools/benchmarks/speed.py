@@ -28,7 +28,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,7 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.utils.logger import setup_logger
 from fvcore.nn import FlopCountAnalysis
 
+from vitdet.device import BF16_CPU_FLAGS, cpu_flags, cpu_model, resolve_amp_dtype
 from vitdet.modeling import onednn
 
 REPO = Path(__file__).resolve().parents[2]
@@ -288,16 +288,11 @@ def backbone_gmac(backbone: torch.nn.Module, image_size: int, device: str) -> fl
 
 
 def machine_info(args) -> dict:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
+    bf16 = resolve_amp_dtype("auto", "cpu")
     info = {
-        "cpu": cpu,
+        "cpu": cpu_model(),
+        "cpu_bf16": sorted(set(BF16_CPU_FLAGS) & cpu_flags()) or "none (emulated)",
+        "auto_precision": f"{bf16.name} ({bf16.reason})",
         "cores": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -360,7 +355,8 @@ def markdown(result: dict) -> str:
             )
     m = result["machine"]
     lines.append(
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads, torch {m['torch']}, "
+        f"Machine: {m['cpu']}, native bf16: {m['cpu_bf16']}, {m['cores']} cores, "
+        f"{m['threads']} threads, torch {m['torch']}, "
         f"{m['device']}, {m['date']}, load average at start {m['load_average_start'][0]:.1f}"
     )
     return "\n".join(lines)

@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 
 from vitdet.checkpoint import load_checkpoint
 from vitdet.config import ConfigError, load_config, setup_datasets
+from vitdet.device import resolve_amp_dtype
 
 from .evaluation import evaluate
 from .hooks import SkippedRecordsHook, TimedEvalHook
@@ -32,7 +33,6 @@ from .run_state import RunCheckpointer
 from .trainer import Trainer
 
 __all__ = [
-    "AMP_DTYPES",
     "Evaluation",
     "build_model",
     "build_trainer",
@@ -43,8 +43,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 # What a periodic evaluation computes: (model, iterations done) -> {name: value or dict}.
 Evaluation = Callable[[torch.nn.Module, int], dict]
@@ -99,12 +97,26 @@ def _wrap_ddp(cfg: DictConfig, model: torch.nn.Module) -> torch.nn.Module:
     return create_ddp_model(model, device_ids=device_ids, **cfg.train.ddp)
 
 
+def _amp_dtype(cfg: DictConfig) -> torch.dtype | None:
+    """The autocast dtype of ``train.amp`` on ``train.device`` (None: fp32), logged with why."""
+    amp = cfg.train.amp
+    if not amp.enabled:
+        logger.info("Precision: float32 (train.amp.enabled=False)")
+        return None
+    try:
+        choice = resolve_amp_dtype(amp.dtype, cfg.train.device)
+    except ValueError:
+        raise ConfigError(
+            f"train.amp.dtype={amp.dtype!r}: use one of 'float16', 'bfloat16', 'auto'"
+        ) from None
+    logger.info(f"Precision: {choice.name} ({choice.reason})")
+    return choice.dtype
+
+
 def build_trainer(cfg: DictConfig) -> tuple[Trainer, RunCheckpointer]:
     """The model, optimizer, ``Trainer`` (without its data loader: it depends on the start
     iteration) and checkpointer of ``cfg``."""
-    amp = cfg.train.amp
-    if amp.dtype not in AMP_DTYPES:
-        raise ConfigError(f"train.amp.dtype={amp.dtype!r}: use one of {sorted(AMP_DTYPES)}")
+    amp_dtype = _amp_dtype(cfg)
     model = build_model(cfg)
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
@@ -115,7 +127,7 @@ def build_trainer(cfg: DictConfig) -> tuple[Trainer, RunCheckpointer]:
         optimizer,
         seed=cfg.train.seed if cfg.train.seed >= 0 else comm.shared_random_seed(),
         device_type=torch.device(cfg.train.device).type,
-        amp_dtype=AMP_DTYPES[amp.dtype] if amp.enabled else None,
+        amp_dtype=amp_dtype,
         grad_accum_steps=cfg.train.grad_accum_steps,
     )
     return trainer, RunCheckpointer(model, cfg.train.output_dir, trainer=trainer)
