@@ -8,6 +8,9 @@ model.backbone.net.drop_path_rate = 0.5
 model.backbone.net.global_attn_indexes = (7, 15, 23, 31)
 optimizer.params.lr_decay_rate = 0.9
 optimizer.params.num_layers = 32
+# Upstream ViT-H decays every parameter: norms and pos_embed too.
+optimizer.params.weight_decay_norm = None
+optimizer.params.no_weight_decay = ()
 # MAE ViT-H uses patch 14; its patch embedding is resampled to 16 (the paper's p14to16).
 train.init_checkpoint = "detectron2://ImageNetPretrained/MAE/mae_pretrain_vit_huge_p14to16.pth"
 
