@@ -22,6 +22,8 @@ from vitdet.device import resolve_amp_dtype
 from vitdet.engine import build_trainer
 from vitdet.engine.run_state import RunCheckpointer
 from vitdet.engine.trainer import Trainer
+from vitdet.predictor import Predictor
+from vitdet.provenance import Provenance, read_provenance
 
 from helpers import REPO, load_tool
 
@@ -404,3 +406,30 @@ def test_auto_precision_is_logged_and_used_by_the_trainer(monkeypatch, caplog):
         assert trainer.amp_dtype == dtype
         assert "Precision: " + ("bfloat16" if dtype else "float32") in caplog.text
         caplog.clear()
+
+
+def test_a_trained_checkpoint_predicts_alone(full_run, dataset, tmp_path):
+    """The checkpoint records the config, the overrides and the training classes: the demo
+    needs neither --config-file nor the dataset registration (issue: a model trained on a
+    --register-coco set could not be run without re-registering both splits)."""
+    checkpoint = full_run / "model_final.pth"
+    record = read_provenance(checkpoint)
+    assert record.classes == CLASSES and record.config_file == SYNTHETIC_CONFIG
+    coco = json.loads(open(dataset["val"][0]).read())
+    assert list(record.category_ids) == [c["id"] for c in coco["categories"]]
+
+    demo = load_tool("demo")
+    out = tmp_path / "demo"
+    argv = ["--weights", str(checkpoint), "--input", dataset["val"][1], "--output", str(out)]
+    assert demo.main([*argv, "--confidence-threshold", "0"]) == 0
+    results = json.loads((out / "predictions.json").read_text())
+    assert results and {r["category_id"] for r in results} <= set(record.category_ids)
+    predictor = Predictor.from_config_file(None, checkpoint, device="cpu")
+    assert predictor.metadata.thing_classes == list(CLASSES)
+    assert predictor.model.roi_heads.num_classes == len(CLASSES)
+
+
+def test_recorded_overrides_cannot_name_callables():
+    record = Provenance(SYNTHETIC_CONFIG, ("model._target_=os.system",))
+    with pytest.raises(CheckpointError, match="name callables"):
+        record.safe_overrides()

@@ -7,7 +7,8 @@
         [--confidence-threshold 0.5] [-- key=value ...]
 
 Inputs are files, directories (searched recursively for image and video files) and glob
-patterns. Writes ``<output>/<name>.jpg`` per image, ``<name>.mp4`` per video and
+patterns. A checkpoint written by tools/train_net.py records its config and class names:
+``--config-file`` may then be left out, and no dataset is needed. Writes ``<output>/<name>.jpg`` per image, ``<name>.mp4`` per video and
 ``<output>/predictions.json`` (see ``vitdet/demo.py``; how odd images are read:
 ``vitdet/data/images.py``). Config overrides go last, after ``--`` or after an option that takes
 one value. Exit status: 0 when every input succeeded, 1 when any failed (each reported as
@@ -41,7 +42,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--config-file", required=True, help="LazyConfig (.py) of the model")
+    parser.add_argument(
+        "--config-file",
+        help="LazyConfig (.py) of the model (default: the one a training checkpoint records)",
+    )
     parser.add_argument("--weights", required=True, help="trained detector weights (.pth, .pkl)")
     parser.add_argument(
         "--input", nargs="+", required=True, help="image / video files, directories, globs"
@@ -67,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if misplaced:
         parser.error(f"{misplaced} look like config overrides: put them after '--'")
     for option, path in (("--config-file", args.config_file), ("--weights", args.weights)):
-        if not os.path.isfile(path):
+        if path is not None and not os.path.isfile(path):
             parser.error(f"{option}: no such file: {path}")
     return args
 
@@ -121,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as e:  # weights of another model, or not a checkpoint
         print(f"error: --weights {args.weights}: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except (ConfigError, DatasetError) as e:
+    except (ConfigError, DatasetError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     failures = run(predictor, inputs, Path(args.output))

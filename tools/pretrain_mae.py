@@ -16,12 +16,13 @@ from detectron2.engine import default_argument_parser
 
 from vitdet.checkpoint import CheckpointError
 from vitdet.config import ConfigError
-from vitdet.engine import launch_main, pretrain, setup_run
+from vitdet.engine import launch_main, pretrain, run_provenance, setup_run
 
 
 def main(args) -> None:
     cfg = setup_run(args.config_file, args.opts, args=args)
-    pretrain(cfg, resume=args.resume)
+    provenance = run_provenance(cfg, args.config_file, args.opts)
+    pretrain(cfg, resume=args.resume, provenance=provenance)
 
 
 def cli(argv=None) -> int:

@@ -19,7 +19,7 @@ from detectron2.engine import default_argument_parser
 from vitdet.checkpoint import CheckpointError
 from vitdet.config import ConfigError
 from vitdet.data import DatasetError
-from vitdet.engine import evaluate_only, launch_main, setup_run, train
+from vitdet.engine import evaluate_only, launch_main, run_provenance, setup_run, train
 
 # A bad override or setting, a bad dataset, weights that are not what they claim.
 USER_ERRORS = (ConfigError, DatasetError, CheckpointError)
@@ -44,7 +44,8 @@ def main(args) -> None:
     if args.eval_only:
         evaluate_only(cfg, resume=args.resume)
     else:
-        train(cfg, resume=args.resume)
+        provenance = run_provenance(cfg, args.config_file, args.opts)
+        train(cfg, resume=args.resume, provenance=provenance)
 
 
 def cli(argv=None) -> int:

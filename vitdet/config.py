@@ -33,6 +33,8 @@ __all__ = [
     "apply_overrides_strictly",
     "load_config",
     "register_datasets",
+    "is_overridden",
+    "set_num_classes",
     "set_num_classes_from_datasets",
     "setup_datasets",
 ]
@@ -133,16 +135,27 @@ def set_num_classes_from_datasets(cfg: DictConfig, *, explicit: bool) -> None:
         listing = "; ".join(f"{name}: {len(c)} classes {list(c)}" for name, c in classes.items())
         raise ConfigError(f"the train and test datasets have different classes: {listing}")
     num_classes = len(next(iter(classes.values())))
+    set_num_classes(cfg, num_classes, source=", ".join(classes), explicit=explicit)
+
+
+def set_num_classes(cfg: DictConfig, num_classes: int, *, source: str, explicit: bool) -> None:
+    """``model.roi_heads.num_classes = num_classes`` (the classes of ``source``, named in the
+    log and errors); ``explicit``: the user set it on the command line, so a different number
+    is an error."""
     current = cfg.model.roi_heads.num_classes
     if current == num_classes:
         return
-    names = ", ".join(classes)
     if explicit:
         raise ConfigError(
-            f"{NUM_CLASSES_KEY}={current} was given, but {names} has {num_classes} classes"
+            f"{NUM_CLASSES_KEY}={current} was given, but {source} has {num_classes} classes"
         )
-    logger.info(f"{NUM_CLASSES_KEY}: {current} -> {num_classes}, the classes of {names}")
+    logger.info(f"{NUM_CLASSES_KEY}: {current} -> {num_classes}, the classes of {source}")
     cfg.model.roi_heads.num_classes = num_classes
+
+
+def is_overridden(key: str, overrides: Sequence[str]) -> bool:
+    """Whether the command-line ``overrides`` set ``key``."""
+    return any(o.split("=", 1)[0].lstrip("+") == key for o in overrides)
 
 
 def load_config(config_file: str | os.PathLike, overrides: Sequence[str] = ()) -> DictConfig:
@@ -157,5 +170,4 @@ def setup_datasets(
     """Register the datasets, then make num_classes follow them (``overrides``: the command
     line, to tell an explicit num_classes from the config's)."""
     register_datasets(cfg, coco_datasets)
-    explicit = any(o.split("=", 1)[0].lstrip("+") == NUM_CLASSES_KEY for o in overrides)
-    set_num_classes_from_datasets(cfg, explicit=explicit)
+    set_num_classes_from_datasets(cfg, explicit=is_overridden(NUM_CLASSES_KEY, overrides))

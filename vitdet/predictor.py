@@ -21,9 +21,18 @@ from detectron2.structures import Instances
 from omegaconf import DictConfig, OmegaConf
 
 from .checkpoint import load_checkpoint
-from .config import load_config, setup_datasets
+from .config import (
+    NUM_CLASSES_KEY,
+    ConfigError,
+    is_overridden,
+    load_config,
+    register_datasets,
+    set_num_classes,
+    setup_datasets,
+)
+from .provenance import Provenance, read_provenance
 
-__all__ = ["Predictor", "dataset_metadata"]
+__all__ = ["Predictor", "dataset_metadata", "provenance_metadata"]
 
 COCO_METADATA_NAME = "coco_2017_val"  # detectron2's built-in COCO metadata (80 thing classes)
 FORMATS = ("RGB", "BGR")
@@ -49,6 +58,15 @@ def dataset_metadata(cfg: DictConfig) -> Metadata:
     return Metadata(name="generic", thing_classes=[f"class_{i}" for i in range(num_classes)])
 
 
+def provenance_metadata(provenance: Provenance) -> Metadata:
+    """Class names (and dataset category ids) recorded in a training checkpoint."""
+    metadata = Metadata(name="checkpoint", thing_classes=list(provenance.classes))
+    if provenance.category_ids:
+        ids = {i: k for k, i in enumerate(provenance.category_ids)}
+        metadata.set(thing_dataset_id_to_contiguous_id=ids)
+    return metadata
+
+
 class Predictor:
     """A detectron2 ``GeneralizedRCNN`` from a LazyConfig with its weights, in eval mode.
 
@@ -65,6 +83,7 @@ class Predictor:
         cfg: DictConfig,
         weights: str | os.PathLike,
         *,
+        metadata: Metadata | None = None,
         score_threshold: float = 0.0,
         device: str | None = None,
     ) -> None:
@@ -75,13 +94,13 @@ class Predictor:
             instantiate(cfg.dataloader.test.mapper.augmentations)
         )
         self.input_format = self.model.input_format
-        self.metadata = dataset_metadata(cfg)
+        self.metadata = metadata or dataset_metadata(cfg)
         self.score_threshold = score_threshold
 
     @classmethod
     def from_config_file(
         cls,
-        config_file: str | os.PathLike,
+        config_file: str | os.PathLike | None,
         weights: str | os.PathLike,
         *,
         overrides: Sequence[str] = (),
@@ -89,13 +108,31 @@ class Predictor:
         score_threshold: float = 0.0,
         device: str | None = None,
     ) -> Predictor:
-        """Config with checked ``key=value`` overrides; datasets registered as in training
+        """Config with checked ``key=value`` overrides, and the weights.
+
+        A checkpoint written by this project's training carries its provenance: the class
+        names (and their number) come from it, so no dataset is needed, and ``config_file``
+        may be None to use the config it was trained with (with its overrides, then these).
+        Other weights (released, converted): datasets are registered as in training
         (``coco_datasets``: ``(name, json_file, image_dir)`` triples, like ``--register-coco``)
-        so that class names and the number of classes follow the data the model was trained on.
+        so that class names and their number follow the data the model was trained on.
         """
+        provenance = read_provenance(weights)
+        if config_file is None:
+            if provenance is None:
+                raise ConfigError(f"{weights} records no config: give the config file")
+            config_file = provenance.config_path()
+            overrides = [*provenance.safe_overrides(), *overrides]
         cfg = load_config(str(config_file), overrides)
-        setup_datasets(cfg, coco_datasets, overrides=overrides)
-        return cls(cfg, weights, score_threshold=score_threshold, device=device)
+        metadata = None
+        if provenance is not None and provenance.classes:
+            register_datasets(cfg, coco_datasets)
+            explicit = is_overridden(NUM_CLASSES_KEY, overrides)
+            set_num_classes(cfg, len(provenance.classes), source=str(weights), explicit=explicit)
+            metadata = provenance_metadata(provenance)
+        else:
+            setup_datasets(cfg, coco_datasets, overrides=overrides)
+        return cls(cfg, weights, metadata=metadata, score_threshold=score_threshold, device=device)
 
     def preprocess(self, image: np.ndarray, *, format: str = "RGB") -> dict:
         """The model input for ``image`` (H, W, 3): as the evaluation's ``DatasetMapper`` builds

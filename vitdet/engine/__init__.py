@@ -4,6 +4,14 @@ checkpoints, periodic evaluation with training time), for the detectors and for 
 
 from .launcher import launch_main
 from .mae import pretrain
-from .runner import build_trainer, evaluate_only, setup_run, train
+from .runner import build_trainer, evaluate_only, run_provenance, setup_run, train
 
-__all__ = ["build_trainer", "evaluate_only", "launch_main", "pretrain", "setup_run", "train"]
+__all__ = [
+    "build_trainer",
+    "evaluate_only",
+    "launch_main",
+    "pretrain",
+    "run_provenance",
+    "setup_run",
+    "train",
+]

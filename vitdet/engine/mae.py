@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from vitdet.checkpoint import unwrap
 from vitdet.modeling.mae import MaskedAutoencoderViT, pixel_mask
+from vitdet.provenance import Provenance
 
 from .atomic import write_atomically
 from .runner import Evaluation, train
@@ -111,7 +112,7 @@ def reconstruction_evaluation(cfg: DictConfig) -> Evaluation:
     return evaluation
 
 
-def pretrain(cfg: DictConfig, *, resume: bool) -> None:
+def pretrain(cfg: DictConfig, *, resume: bool, provenance: Provenance | None = None) -> None:
     """Pretrain ``cfg.model`` (a ``MaskedAutoencoderViT``) on ``cfg.dataloader.train``.
 
     resume: continue from ``<train.output_dir>/last_checkpoint`` if there is one; otherwise
@@ -120,4 +121,5 @@ def pretrain(cfg: DictConfig, *, resume: bool) -> None:
     The checkpoints (``model_final.pth``, ...) are ``train.init_checkpoint`` files for any
     ViTDet config.
     """
-    train(cfg, resume=resume, evaluation=reconstruction_evaluation(cfg), init_format="own")
+    evaluation = reconstruction_evaluation(cfg)
+    train(cfg, resume=resume, evaluation=evaluation, init_format="own", provenance=provenance)

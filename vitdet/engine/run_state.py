@@ -18,6 +18,7 @@ import torch
 from fvcore.common.checkpoint import Checkpointer
 
 from vitdet.checkpoint import load_state_dict_strict, read_run_state
+from vitdet.provenance import PROVENANCE_KEY, Provenance
 
 from .atomic import write_atomically
 
@@ -26,7 +27,22 @@ __all__ = ["RunCheckpointer"]
 
 class RunCheckpointer(Checkpointer):
     """fvcore's ``Checkpointer`` (detectron2's periodic hook drives it) with atomic writes and
-    safe, strict reads; a mismatch raises ``vitdet.checkpoint.CheckpointError``."""
+    safe, strict reads; a mismatch raises ``vitdet.checkpoint.CheckpointError``.
+
+    ``provenance``: written into every checkpoint (``vitdet.provenance``), so that inference
+    needs the checkpoint alone.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        save_dir: str = "",
+        *,
+        provenance: Provenance | None = None,
+        **checkpointables: Any,
+    ) -> None:
+        super().__init__(model, save_dir, **checkpointables)
+        self.provenance = provenance
 
     def save(self, name: str, **kwargs: Any) -> None:
         if not self.save_dir or not self.save_to_disk:
@@ -34,6 +50,8 @@ class RunCheckpointer(Checkpointer):
         data = {"model": self.model.state_dict()}
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
+        if self.provenance is not None:
+            data[PROVENANCE_KEY] = self.provenance.to_dict()
         data.update(kwargs)
 
         basename = f"{name}.pth"
@@ -50,6 +68,7 @@ class RunCheckpointer(Checkpointer):
         return read_run_state(f)
 
     def _load_model(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint.pop(PROVENANCE_KEY, None)
         state = checkpoint.pop("model")
         load_state_dict_strict(self.model, state, source_format="own", log=False)
         return None  # nothing incompatible: a mismatch has raised

@@ -18,14 +18,16 @@ from collections.abc import Callable, Sequence
 
 import torch
 from detectron2.config import instantiate
+from detectron2.data import MetadataCatalog
 from detectron2.engine import HookBase, create_ddp_model, default_setup, default_writers, hooks
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from vitdet.checkpoint import load_checkpoint
 from vitdet.config import ConfigError, load_config, setup_datasets
 from vitdet.device import resolve_amp_dtype
+from vitdet.provenance import Provenance
 
 from .evaluation import evaluate
 from .hooks import SkippedRecordsHook, TimedEvalHook
@@ -34,6 +36,7 @@ from .trainer import Trainer
 
 __all__ = [
     "Evaluation",
+    "run_provenance",
     "build_model",
     "build_trainer",
     "evaluate_only",
@@ -113,9 +116,27 @@ def _amp_dtype(cfg: DictConfig) -> torch.dtype | None:
     return choice.dtype
 
 
-def build_trainer(cfg: DictConfig) -> tuple[Trainer, RunCheckpointer]:
+def run_provenance(
+    cfg: DictConfig, config_file: str | os.PathLike, overrides: Sequence[str]
+) -> Provenance:
+    """What the checkpoints of this run record: the config file and overrides, and the classes
+    (and dataset category ids) of the first training dataset that has a class list."""
+    names = OmegaConf.select(cfg, "dataloader.train.dataset.names", default=None) or []
+    for name in [names] if isinstance(names, str) else names:
+        metadata = MetadataCatalog.get(name)
+        classes = metadata.get("thing_classes")
+        if classes:
+            id_map = metadata.get("thing_dataset_id_to_contiguous_id") or {}
+            ids = sorted(id_map, key=id_map.get) if len(id_map) == len(classes) else []
+            return Provenance(str(config_file), tuple(overrides), tuple(classes), tuple(ids))
+    return Provenance(str(config_file), tuple(overrides))
+
+
+def build_trainer(
+    cfg: DictConfig, *, provenance: Provenance | None = None
+) -> tuple[Trainer, RunCheckpointer]:
     """The model, optimizer, ``Trainer`` (without its data loader: it depends on the start
-    iteration) and checkpointer of ``cfg``."""
+    iteration) and checkpointer of ``cfg`` (writing ``provenance`` into every checkpoint)."""
     amp_dtype = _amp_dtype(cfg)
     model = build_model(cfg)
     cfg.optimizer.params.model = model
@@ -130,7 +151,10 @@ def build_trainer(cfg: DictConfig) -> tuple[Trainer, RunCheckpointer]:
         amp_dtype=amp_dtype,
         grad_accum_steps=cfg.train.grad_accum_steps,
     )
-    return trainer, RunCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    checkpointer = RunCheckpointer(
+        model, cfg.train.output_dir, provenance=provenance, trainer=trainer
+    )
+    return trainer, checkpointer
 
 
 def _hooks(
@@ -175,6 +199,7 @@ def train(
     resume: bool,
     evaluation: Evaluation | None = None,
     init_format: str = "auto",
+    provenance: Provenance | None = None,
 ) -> None:
     """Train ``cfg.model`` as configured: checkpoints, metrics and evaluation results go to
     ``train.output_dir``.
@@ -183,9 +208,10 @@ def train(
         optimizer, iteration, seed, grad scaler, timing); otherwise start from
         ``train.init_checkpoint`` (if set, read as ``init_format``) at iteration 0.
     evaluation: what the periodic evaluation computes; by default the config's evaluator.
+    provenance: recorded in every checkpoint (``run_provenance``).
     """
     evaluation = evaluation or detection_evaluation(cfg)
-    trainer, checkpointer = build_trainer(cfg)
+    trainer, checkpointer = build_trainer(cfg, provenance=provenance)
 
     def eval_function() -> dict:
         # iterations done: trainer.iter + 1 after a step, max_iter after the last one
