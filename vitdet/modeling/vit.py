@@ -241,6 +241,7 @@ class Block(nn.Module):
         use_residual_block: bool = False,
         input_size: tuple[int, int] | None = None,
         use_fused_attn: bool = True,
+        mlp_layer: Callable[..., nn.Module] = Mlp,
     ) -> None:
         super().__init__()
         self.norm1 = norm_layer(dim)
@@ -256,7 +257,8 @@ class Block(nn.Module):
         )
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim=dim, hidden_dim=int(dim * mlp_ratio), act_layer=act_layer)
+        # Mlp, or a drop-in taking the same keywords (SAM's ``lin1`` / ``lin2`` names)
+        self.mlp = mlp_layer(dim=dim, hidden_dim=int(dim * mlp_ratio), act_layer=act_layer)
         self.residual = (
             ResBottleneckBlock(
                 in_channels=dim, out_channels=dim, bottleneck_channels=dim // 2, act_layer=act_layer
@@ -291,13 +293,15 @@ def make_blocks(
     global_attn_indexes: Sequence[int] = (),
     residual_block_indexes: Sequence[int] = (),
     use_fused_attn: bool = True,
+    mlp_layer: Callable[..., nn.Module] = Mlp,
 ) -> nn.ModuleList:
     """The ``depth`` blocks of a plain ViT (``blocks.N.*``), shared by the backbone and the
     MAE / classifier encoder and decoder.
 
     Stochastic depth rises linearly from 0 to ``drop_path_rate`` over the blocks. Attention is
     windowed (``window_size > 0``) except in the blocks of ``global_attn_indexes``; the blocks
-    of ``residual_block_indexes`` end with a conv bottleneck.
+    of ``residual_block_indexes`` end with a conv bottleneck. ``mlp_layer`` builds each block's
+    feed-forward network (``Mlp``; SAM's encoder passes its ``lin1`` / ``lin2``-named twin).
     """
     for i in (*global_attn_indexes, *residual_block_indexes):
         if not 0 <= i < depth:
@@ -317,6 +321,7 @@ def make_blocks(
             use_residual_block=i in residual_block_indexes,
             input_size=input_size,
             use_fused_attn=use_fused_attn,
+            mlp_layer=mlp_layer,
         )
         for i in range(depth)
     )
