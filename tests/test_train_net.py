@@ -433,3 +433,35 @@ def test_recorded_overrides_cannot_name_callables():
     record = Provenance(SYNTHETIC_CONFIG, ("model._target_=os.system",))
     with pytest.raises(CheckpointError, match="name callables"):
         record.safe_overrides()
+
+
+def test_retention_counts_checkpoints_from_before_a_resume(dataset, tmp_path):
+    """max_to_keep periodic checkpoints plus model_final, across a resume; a stale .tmp of a
+    killed write is removed at start."""
+    register, train_name, val_name = register_args(dataset)
+    keep = ["train.checkpointer.period=1", "train.checkpointer.max_to_keep=2"]
+    overrides = [*tiny_overrides(tmp_path, train_name, val_name, max_iter=3), *keep]
+    assert run([*register, *overrides]) == 0
+    periodic = sorted(p.name for p in tmp_path.glob("model_0*.pth"))
+    assert periodic == ["model_0000001.pth", "model_0000002.pth"]
+    (tmp_path / "model_0000009.pth.tmp").write_bytes(b"half a checkpoint")
+    longer = [*tiny_overrides(tmp_path, train_name, val_name, max_iter=5), *keep]
+    assert run(["--resume", *register, *longer]) == 0
+    periodic = sorted(p.name for p in tmp_path.glob("model_0*.pth"))
+    assert periodic == ["model_0000003.pth", "model_0000004.pth"]
+    assert (tmp_path / "model_final.pth").is_file() and not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("train.max_iter=abc", "'train.max_iter' is 1500 (int), not a str"),
+        ("model.backbone.net.global_attn_indexes=3", "is [2, 5] (list), not a int"),
+        ("model.roi_heads.no_such_argument=1", "has no key 'no_such_argument'"),  # **kwargs
+        ("train.output_dir=/dev/null/out", "train.output_dir=/dev/null/out: cannot create"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(override, words, capsys):
+    assert run([override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err, err

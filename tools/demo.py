@@ -28,7 +28,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from vitdet.checkpoint import CheckpointError
-from vitdet.config import ConfigError
+from vitdet.config import ConfigError, one_line, writable_dir
 from vitdet.data import DatasetError
 from vitdet.data.images import ImageReadError, expand_inputs
 from vitdet.demo import annotate, output_names, write_predictions
@@ -108,6 +108,11 @@ def run(predictor: Predictor, inputs: list[Path], output_dir: Path) -> list[str]
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        writable_dir(args.output, what="--output")
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     inputs, unmatched = expand_inputs(args.input)
     for spec in unmatched:
         print(f"FAILED {spec}: no file matches", file=sys.stderr)
@@ -123,10 +128,10 @@ def main(argv: list[str] | None = None) -> int:
             score_threshold=args.confidence_threshold,
         )
     except CheckpointError as e:  # weights of another model, or not a checkpoint
-        print(f"error: --weights {args.weights}: {e}", file=sys.stderr)
+        print(f"error: --weights {args.weights}: {one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     except (ConfigError, DatasetError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     failures = run(predictor, inputs, Path(args.output))
     num_failed = len(failures) + len(unmatched)

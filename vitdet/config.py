@@ -36,6 +36,8 @@ __all__ = [
     "is_overridden",
     "set_num_classes",
     "set_num_classes_from_datasets",
+    "one_line",
+    "writable_dir",
     "setup_datasets",
 ]
 
@@ -48,15 +50,54 @@ class ConfigError(ValueError):
     """A config override or setting that cannot be applied."""
 
 
+def one_line(error: BaseException) -> str:
+    """A user error's message on one line, as the tools print it (a weight-loading report
+    spans several)."""
+    return "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
 def _target_parameters(node: DictConfig) -> set[str] | None:
-    """Keyword names the node's ``_target_`` accepts; None if it takes ``**kwargs``."""
+    """Keyword names the node's ``_target_`` accepts; None if that cannot be known.
+
+    A class whose ``__init__`` takes ``**kwargs`` passes them up (detectron2's
+    ``StandardROIHeads`` -> ``ROIHeads``): the names of its bases' ``__init__`` count, up to
+    the first without ``**kwargs``. A function with ``**kwargs`` accepts anything.
+    """
     target = node._target_
     if isinstance(target, str):
         target = locate(target)
-    params = inspect.signature(target).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return None
-    return {p.name for p in params}
+    owners = [c.__init__ for c in target.__mro__ if "__init__" in vars(c)]
+    owners = owners if inspect.isclass(target) else [target]
+    names: set[str] = set()
+    for owner in owners:
+        params = inspect.signature(owner).parameters.values()
+        names |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            return names - {"self"}
+    return None
+
+
+# Types an override may give a value that is now of the key's type (None: anything).
+_COMPATIBLE = {bool: (bool,), int: (int,), float: (int, float), list: (list,), tuple: (list,)}
+
+
+def _check_value_type(cfg: DictConfig, key: str, value: object) -> None:
+    """Raise ConfigError when an override gives a number / flag / list key a value of another
+    kind (``train.max_iter=abc``); strings, None and interpolations are not checked."""
+    old = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+    if isinstance(old, ListConfig):
+        old = list(old)
+    if old is None or isinstance(value, str) and value.startswith("${"):
+        return
+    allowed = _COMPATIBLE.get(type(old))
+    if allowed is None:
+        return
+    ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+    if not ok:
+        raise ConfigError(
+            f"override '{key}={value}': '{key}' is {old!r} ({type(old).__name__}), "
+            f"not a {type(value).__name__}"
+        )
 
 
 def check_override_key(cfg: DictConfig, key: str) -> None:
@@ -89,10 +130,27 @@ def check_override_key(cfg: DictConfig, key: str) -> None:
 
 def apply_overrides_strictly(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     """``LazyConfig.apply_overrides`` after checking every key (``+key=value`` adds a key)."""
-    for override in OverridesParser.create().parse_overrides(list(overrides)):
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except Exception as e:  # hydra's grammar errors
+        raise ConfigError(f"cannot parse the overrides {list(overrides)}: {e}") from None
+    for override in parsed:
         if not override.is_add():
             check_override_key(cfg, override.key_or_group)
+            _check_value_type(cfg, override.key_or_group, override.value())
     return LazyConfig.apply_overrides(cfg, list(overrides))
+
+
+def writable_dir(path: str | os.PathLike, *, what: str) -> str:
+    """Create the folder ``path`` if needed; ConfigError naming ``what`` (the setting or flag)
+    if it cannot be created or written to."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{what}={path}: cannot create the folder ({e.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what}={path}: the folder is not writable")
+    return str(path)
 
 
 def _dataset_names(cfg: DictConfig) -> list[str]:

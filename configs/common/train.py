@@ -11,7 +11,9 @@ train = dict(
     # images each: batch 64 on fewer GPUs.
     grad_accum_steps=1,
     ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),
-    checkpointer=dict(period=5000, max_to_keep=100),
+    # The last 3 periodic checkpoints are kept, plus model_final.pth: with optimizer state a
+    # ViT-H checkpoint is ~8 GB.
+    checkpointer=dict(period=5000, max_to_keep=3),
     eval_period=5000,
     log_period=20,
     device="cuda",  # tools/train_net.py falls back to "cpu" when CUDA is unavailable

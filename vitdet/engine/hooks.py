@@ -3,15 +3,40 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 
 from detectron2.engine import HookBase, hooks
 
-__all__ = ["SkippedRecordsHook", "TimedEvalHook"]
+__all__ = ["PrunedPeriodicCheckpointer", "SkippedRecordsHook", "TimedEvalHook"]
 
 logger = logging.getLogger(__name__)
+
+
+class PrunedPeriodicCheckpointer(hooks.PeriodicCheckpointer):
+    """detectron2's periodic checkpointer whose ``max_to_keep`` also counts the checkpoints of
+    the run before a resume (detectron2 only prunes those it wrote itself), and that removes
+    ``*.tmp`` files left by a write that was killed. ``model_final.pth`` is never pruned."""
+
+    PERIODIC = re.compile(r"model_(\d{7})\.pth$")
+
+    def before_train(self) -> None:
+        super().before_train()
+        save_dir = self.checkpointer.save_dir
+        if not save_dir or not os.path.isdir(save_dir):
+            return
+        for name in os.listdir(save_dir):
+            if name.endswith(".tmp"):
+                logger.warning(f"removing {name}, left by an interrupted checkpoint write")
+                os.remove(os.path.join(save_dir, name))
+        existing = sorted(n for n in os.listdir(save_dir) if self.PERIODIC.match(n))
+        self.recent_checkpoints = [os.path.join(save_dir, n) for n in existing]
+        if self.max_to_keep is not None:
+            while len(self.recent_checkpoints) > self.max_to_keep:
+                os.remove(self.recent_checkpoints.pop(0))
 
 
 class SkippedRecordsHook(HookBase):

@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 from detectron2.engine import launch
 
+from vitdet.config import one_line
+
 __all__ = ["launch_main"]
 
 
@@ -31,6 +33,6 @@ def launch_main(
             args=(args,),
         )
     except user_errors as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
         return 2
     return 0

@@ -25,12 +25,12 @@ from detectron2.utils.logger import setup_logger
 from omegaconf import DictConfig, OmegaConf
 
 from vitdet.checkpoint import load_checkpoint
-from vitdet.config import ConfigError, load_config, setup_datasets
+from vitdet.config import ConfigError, load_config, setup_datasets, writable_dir
 from vitdet.device import resolve_amp_dtype
 from vitdet.provenance import Provenance
 
 from .evaluation import evaluate
-from .hooks import SkippedRecordsHook, TimedEvalHook
+from .hooks import PrunedPeriodicCheckpointer, SkippedRecordsHook, TimedEvalHook
 from .run_state import RunCheckpointer
 from .trainer import Trainer
 
@@ -76,6 +76,8 @@ def setup_run(
     (``train.seed=-1``) drawn and written into the config, then detectron2's ``default_setup``
     (environment log, the final ``config.yaml``, seeds)."""
     cfg = load_config(config_file, overrides)
+    if comm.is_main_process():
+        writable_dir(cfg.train.output_dir, what="train.output_dir")
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="vitdet")
     setup_datasets(cfg, coco_datasets, overrides=overrides)
     resolve_device(cfg)
@@ -167,7 +169,7 @@ def _hooks(
     return [
         hooks.IterationTimer(),
         hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
-        hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if main else None,
+        PrunedPeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if main else None,
         SkippedRecordsHook(),
         TimedEvalHook(cfg.train.eval_period, eval_function),
         hooks.PeriodicWriter(writers, period=cfg.train.log_period) if main else None,
