@@ -10,10 +10,18 @@ from pathlib import Path
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
+import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_coco_instances
+from PIL import Image
 
+from vitdet.config import load_config, register_datasets
 from vitdet.data import DatasetError, check_coco, num_classes, register_coco
+from vitdet.data.images import read_image
+from vitdet.data.mapper import DetectionMapper
 from vitdet.data.synthetic import CLASSES, generate
+
+from helpers import REPO
 
 SMALL, LARGE = 32**2, 96**2  # COCO area ranges
 
@@ -277,3 +285,64 @@ def test_no_usable_annotation_raises(tmp_path, edit):
     json_file, image_root = _dataset(tmp_path, edit)
     with pytest.raises(DatasetError, match="no usable annotation"):
         check_coco(json_file, image_root)
+
+
+# -- datasets registered elsewhere (detectron2's built-in COCO / LVIS) get the same checks ----
+
+
+def test_builtin_style_registration_is_checked_when_loaded(tmp_path, registered):
+    """A dataset registered with detectron2's own ``register_coco_instances`` (as its
+    built-in COCO splits are) and named by a config: loading it skips the bad annotation and
+    refuses a missing image file, as vitdet's own registration does."""
+
+    def degenerate(coco):
+        coco["annotations"][0]["bbox"] = [10, 10, 0, 20]
+
+    json_file, image_root = _dataset(tmp_path, degenerate)
+    name = registered("builtin")
+    register_coco_instances(name, {}, str(json_file), str(image_root))
+    cfg = load_config(REPO / "configs" / "COCO" / "mask_rcnn_vitdet_b_100ep.py")
+    cfg.dataloader.train.dataset.names = name
+    register_datasets(cfg)
+    dicts = DatasetCatalog.get(name)
+    assert sum(len(d["annotations"]) for d in dicts) == 2  # the degenerate box is skipped
+    register_datasets(cfg)  # wrapped once, not twice
+    (image_root / "b.jpg").unlink()
+    with pytest.raises(DatasetError, match=f"dataset '{name}': 1 of 2 image files are missing"):
+        DatasetCatalog.get(name)
+
+
+# -- the mapper reads images as the demo does ---------------------------------------------------
+
+
+def _mapper(is_train: bool) -> DetectionMapper:
+    return DetectionMapper(is_train, augmentations=[], image_format="RGB", use_instance_mask=True)
+
+
+def test_mapper_reads_rgba_and_16_bit_as_the_demo(tmp_path):
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (20, 30, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(rng.integers(0, 65536, (20, 30), dtype=np.uint16)).save(tmp_path / "16.png")
+    for name in ("rgba.png", "16.png"):
+        record = {"file_name": str(tmp_path / name), "height": 20, "width": 30}
+        image = _mapper(False)(record)["image"]  # c h w
+        assert torch.equal(image, torch.as_tensor(read_image(tmp_path / name)).permute(2, 0, 1))
+
+
+def test_mapper_exif_rotated_file_and_stated_sizes(tmp_path, caplog):
+    stored = np.zeros((20, 40, 3), np.uint8)  # stored 40 wide, 20 high; EXIF: rotate 90
+    stored[:, :10] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "r.jpg", exif=exif, quality=95)
+    path = str(tmp_path / "r.jpg")
+    upright = _mapper(False)({"file_name": path, "height": 40, "width": 20})["image"]
+    assert upright.shape == (3, 40, 20)
+    with caplog.at_level("WARNING", logger="vitdet.data.mapper"):
+        as_stored = _mapper(False)({"file_name": path, "height": 20, "width": 40})["image"]
+    assert as_stored.shape == (3, 20, 40) and "stored size" in caplog.text
+    wrong = {"file_name": path, "height": 30, "width": 30, "annotations": []}
+    assert _mapper(True)(wrong) is None  # training: skipped
+    with pytest.raises(ValueError, match="the annotations give 30x30"):
+        _mapper(False)(wrong)

@@ -16,6 +16,7 @@ from PIL import Image
 
 from vitdet.checkpoint import MAE_DROPPED_KEYS, load_checkpoint, read_checkpoint
 from vitdet.config import load_config
+from vitdet.data import DatasetError
 from vitdet.data.unlabeled import (
     UnlabeledImages,
     build_unlabeled_train_loader,
@@ -298,7 +299,7 @@ def test_loader_skips_unreadable_and_resumes(image_folder):
     def batches(start_iter: int, count: int, workers: int = 0) -> list[torch.Tensor]:
         dataset = UnlabeledImages(image_folder, transform=train_transform(32))
         loader = build_unlabeled_train_loader(
-            dataset, total_batch_size=4, seed=3, num_workers=workers
+            dataset, total_batch_size=4, seed=3, num_workers=workers, max_unreadable_fraction=0.5
         )
         loader.start_at(start_iter)
         out = [batch for batch, _ in zip(loader, range(count), strict=False)]
@@ -333,6 +334,7 @@ def tool_args(folder: Path, output_dir: Path, max_iter: int) -> list[str]:
         "dataloader.test.num_images=2",
         "dataloader.train.total_batch_size=4",
         "dataloader.train.num_workers=0",
+        "dataloader.train.max_unreadable_fraction=0.5",  # 2 of the 9 files are broken
         "train.eval_period=2",
         "train.checkpointer.period=1",
         "train.log_period=1",
@@ -403,3 +405,10 @@ def test_mae_encoder_matches_the_vitdet_backbone(mae_config, vitdet_config, same
     assert (mae.img_size == net.get("pretrain_img_size", default)) == same_grid
     assert list(mae.pixel_mean) == list(det.pixel_mean)
     assert list(mae.pixel_std) == list(det.pixel_std)
+
+
+def test_too_many_unreadable_files_stop_with_a_dataset_error(image_folder):
+    dataset = UnlabeledImages(image_folder, transform=train_transform(32))
+    loader = build_unlabeled_train_loader(dataset, total_batch_size=9, seed=0)  # 1 of 9 > 1%
+    with pytest.raises(DatasetError, match="1 of 9 training images could not be used"):
+        next(iter(loader))

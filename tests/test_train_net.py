@@ -4,6 +4,7 @@ checkpoints, checked overrides, dataset errors; the engine pieces in isolation."
 import json
 import shutil
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -465,3 +466,25 @@ def test_user_errors_are_one_line_and_exit_2(override, words, capsys):
     assert run([override]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and words in err, err
+
+
+def test_training_skips_and_counts_an_unreadable_image(dataset, tmp_path, capsys):
+    """One of the 8 training images is truncated: it is skipped, named in the log and counted
+    in the metrics, and training goes on; over the stated fraction, training stops (exit 2)."""
+    data = tmp_path / "data"
+    shutil.copytree(Path(dataset["train"][1]), data / "train")
+    broken = sorted((data / "train").iterdir())[3]
+    broken.write_bytes(broken.read_bytes()[:200])  # truncated JPEG
+    train = (dataset["train"][0], str(data / "train"))
+    tag = uuid.uuid4().hex[:8]
+    names = (f"broken_train_{tag}", f"broken_val_{tag}")
+    register = ["--register-coco", names[0], *train, "--register-coco", names[1], *dataset["val"]]
+    out = tmp_path / "run"
+    overrides = tiny_overrides(out, *names)  # 4 iterations of 2 images: one epoch
+    assert run([*register, *overrides, "dataloader.train.max_unreadable_fraction=0.2"]) == 0
+    rows = [r for r in read_metrics(out) if "data/unreadable_images" in r]
+    assert rows[-1]["data/unreadable_images"] == 1
+    assert broken.name in (out / "log.txt").read_text()
+
+    assert run([*register, *tiny_overrides(tmp_path / "strict", *names)]) == 2
+    assert "1 of 8 training images could not be used" in capsys.readouterr().err

@@ -26,7 +26,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .data import synthetic
-from .data.coco import register_coco
+from .data.coco import CHECKED_FLAG, check_records, register_coco
 
 __all__ = [
     "ConfigError",
@@ -168,12 +168,34 @@ def register_datasets(cfg: DictConfig, coco_datasets: Sequence[Sequence[str]] = 
     for name, json_file, image_dir in coco_datasets:
         register_coco(name, json_file, image_dir)
         logger.info(f"Registered COCO dataset {name}: {json_file}, images in {image_dir}")
+    for name in _dataset_names(cfg):
+        _check_builtin(name)
 
     wanted = {f"synthetic_{split}" for split in synthetic.SPLITS}
     if wanted.intersection(_dataset_names(cfg)) - set(DatasetCatalog.keys()):
         root = os.path.join(os.environ.get("DETECTRON2_DATASETS", "datasets"), "synthetic")
         synthetic.register_synthetic(root)
         logger.info(f"Registered the synthetic dataset under {root} (generated when first read)")
+
+
+def _check_builtin(name: str) -> None:
+    """Route a dataset that another registration made (detectron2's built-in COCO and LVIS
+    splits) through ``vitdet.data.coco.check_records`` when it is loaded. Nothing is read now."""
+    if name not in DatasetCatalog.keys():
+        return
+    metadata = MetadataCatalog.get(name)
+    if metadata.get(CHECKED_FLAG) or metadata.get("evaluator_type") not in ("coco", "lvis"):
+        return
+    load = DatasetCatalog[name]
+
+    def checked() -> list[dict]:
+        records = load()  # detectron2's loaders set thing_classes when they read the json
+        num_classes = len(MetadataCatalog.get(name).get("thing_classes", []))
+        return check_records(records, name=name, num_classes=num_classes)
+
+    DatasetCatalog.remove(name)
+    DatasetCatalog.register(name, checked)
+    metadata.set(**{CHECKED_FLAG: True})
 
 
 def set_num_classes_from_datasets(cfg: DictConfig, *, explicit: bool) -> None:

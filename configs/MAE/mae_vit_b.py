@@ -48,6 +48,7 @@ dataloader = dict(
         seed="${train.seed}",
         grad_accum_steps="${train.grad_accum_steps}",
         num_workers=8,
+        max_unreadable_fraction=0.01,  # beyond it, the folder is broken: stop with an error
     ),
     # Fixed images drawn with their reconstructions at every evaluation: the centre 7/8 of the
     # shorter side resized to 224 (as ImageNet evaluation's 256 -> 224).

@@ -40,6 +40,10 @@ from detectron2.structures import BoxMode
 
 logger = logging.getLogger(__name__)
 
+# Metadata flag of the datasets whose loader applies this module's checks (registered here, or
+# wrapped by ``vitdet.config`` around another registration's loader).
+CHECKED_FLAG = "vitdet_checked"
+
 REQUIRED_KEYS = {
     "images": ("id", "file_name", "height", "width"),
     "annotations": ("id", "image_id", "category_id"),
@@ -89,6 +93,7 @@ def register_coco(name: str, json_file: str | os.PathLike, image_root: str | os.
         json_file=str(json_file),
         image_root=str(image_root),
         evaluator_type="coco",
+        **{CHECKED_FLAG: True},
     )
 
 
@@ -113,6 +118,53 @@ def _log_skipped(check: CocoCheck) -> None:
         num_skipped + check.num_annotations,
         reasons,
     )
+
+
+def check_records(records: list[dict], *, name: str, num_classes: int) -> list[dict]:
+    """The policy above applied to detectron2 dataset dicts from any loader (detectron2's
+    built-in COCO / LVIS registrations): image files missing or empty and class indices out of
+    range raise ``DatasetError``; annotations with a bad geometry are skipped, counted and
+    logged; no usable annotation raises. Returns the records without the skipped annotations."""
+    missing = [r for r in records if not _is_nonempty_file(Path(), {"file_name": r["file_name"]})]
+    if missing:
+        raise DatasetError(
+            f"dataset {name!r}: {len(missing)} of {len(records)} image files are missing or "
+            f"empty, first: {missing[0]['file_name']}"
+        )
+    kept_records, skipped, num_usable = [], Counter(), 0
+    for record in records:
+        kept = []
+        for ann in record.get("annotations", ()):
+            if not 0 <= ann.get("category_id", -1) < num_classes:
+                raise DatasetError(
+                    f"dataset {name!r}: {record['file_name']} has an annotation of class index "
+                    f"{ann.get('category_id')}, outside 0..{num_classes - 1}"
+                )
+            reason = _geometry_problem(_as_coco_annotation(ann), record)
+            if reason is None:
+                kept.append(ann)
+                num_usable += not ann.get("iscrowd", 0)
+            else:
+                skipped[reason] += 1
+        kept_records.append({**record, "annotations": kept})
+    if skipped:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()))
+        logger.warning(f"dataset {name!r}: skipped {sum(skipped.values())} annotations ({reasons})")
+    if num_usable == 0:
+        raise DatasetError(f"dataset {name!r}: no usable annotation (skipped: {dict(skipped)})")
+    return kept_records
+
+
+def _as_coco_annotation(ann: dict) -> dict:
+    """A detectron2 record annotation with its box as COCO's [x, y, w, h] list and its RLE
+    counts as a string, for ``_geometry_problem``."""
+    bbox = ann.get("bbox")
+    if ann.get("bbox_mode") not in (None, BoxMode.XYWH_ABS) and bbox is not None:
+        bbox = BoxMode.convert(list(bbox), ann["bbox_mode"], BoxMode.XYWH_ABS)
+    segmentation = ann.get("segmentation")
+    if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), bytes):
+        segmentation = {**segmentation, "counts": segmentation["counts"].decode("ascii")}
+    return {**ann, "bbox": list(bbox) if bbox is not None else None, "segmentation": segmentation}
 
 
 def num_classes(name: str) -> int:

@@ -53,8 +53,12 @@ class ImageReadError(Exception):
         self.reason = reason
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as an upright RGB array (H, W, 3) uint8; see the module policy."""
+def read_image(path: str | os.PathLike, *, upright: bool = True) -> np.ndarray:
+    """Read an image file as an RGB array (H, W, 3) uint8; see the module policy.
+
+    upright: apply the EXIF orientation (as viewers show the picture); False: the pixels as
+    stored (what annotations made without EXIF handling refer to).
+    """
     try:
         if os.stat(path).st_size == 0:
             raise ImageReadError(path, "empty file (0 bytes)")
@@ -63,7 +67,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 image.load()  # decodes now: truncated data raises here, not later
-                return _to_rgb(ImageOps.exif_transpose(image))
+                return _to_rgb(ImageOps.exif_transpose(image) if upright else image)
     except ImageReadError:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:

@@ -12,7 +12,9 @@ therefore sees the batches an uninterrupted run sees there.
 
 A mapper returns None for a record it can never use (an unreadable image): the record is
 flagged in shared memory (so data-loader workers see it too), the next record of the list
-stands in, and ``ResumableLoader.num_skipped`` counts the flagged records.
+stands in, and ``ResumableLoader.num_skipped`` counts the flagged records. When more than
+``max_skipped_fraction`` of the records are flagged, the data is broken rather than a few
+files: ``DatasetError``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from detectron2.data.common import DatasetFromList
 from detectron2.data.samplers import TrainingSampler
 from detectron2.utils import comm
 
+from .coco import DatasetError
 from .seeding import SAMPLE_STREAM, preserved_rng_state, seed_everything
 
 __all__ = [
@@ -72,10 +75,18 @@ class SeededMapDataset(torchdata.Dataset):
     """``dataset[(position, index)] = mapper(records[index])`` with the global RNGs seeded from
     (seed, position) during the call and restored afterwards."""
 
-    def __init__(self, records: list, mapper: Callable[[Any], Any], *, seed: int) -> None:
+    def __init__(
+        self,
+        records: list,
+        mapper: Callable[[Any], Any],
+        *,
+        seed: int,
+        max_skipped_fraction: float = 0.01,
+    ) -> None:
         self._records = DatasetFromList(records, copy=False)
         self._mapper = mapper
         self._seed = seed
+        self._max_skipped = max_skipped_fraction * len(records)
         self._skipped = torch.zeros(len(records), dtype=torch.bool).share_memory_()
 
     def __len__(self) -> int:
@@ -94,7 +105,13 @@ class SeededMapDataset(torchdata.Dataset):
                 if data is not None:
                     return data
                 self._skipped[i] = True
-        raise RuntimeError(f"the mapper rejected every one of the {len(self)} training records")
+                if self.num_skipped > self._max_skipped:
+                    raise DatasetError(
+                        f"{self.num_skipped} of {len(self)} training images could not be used "
+                        f"(more than {self._max_skipped / len(self):.1%}): see the warnings "
+                        "naming them"
+                    )
+        raise DatasetError(f"none of the {len(self)} training images could be used")
 
     @property
     def num_skipped(self) -> int:
@@ -169,11 +186,14 @@ def resumable_batches(
     aspect_ratio_grouping: bool = False,
     num_workers: int = 0,
     collate_fn: Callable | None = None,
+    max_skipped_fraction: float = 0.01,
 ) -> ResumableLoader:
     """Micro-batches of ``mapper(records[i])`` for the indices of ``sampler``'s seeded infinite
     stream, this rank's share, from iteration 0 or ``start_at``'s."""
     micro_batch_size(total_batch_size, grad_accum_steps)  # checks the split
-    dataset = SeededMapDataset(records, mapper, seed=seed)
+    dataset = SeededMapDataset(
+        records, mapper, seed=seed, max_skipped_fraction=max_skipped_fraction
+    )
     positions = PositionedSampler(sampler)
     batches = build_batch_data_loader(
         dataset,
@@ -208,6 +228,7 @@ def build_resumable_train_loader(
     sampler: torchdata.Sampler | None = None,
     aspect_ratio_grouping: bool = True,
     num_workers: int = 0,
+    max_unreadable_fraction: float = 0.01,
 ) -> ResumableLoader:
     """Loader of micro-batches of detection records: ``total_batch_size`` images per iteration
     over all ranks, in ``grad_accum_steps`` micro-batches of ``total_batch_size /
@@ -216,6 +237,8 @@ def build_resumable_train_loader(
     dataset: detectron2 dataset dicts (a list); at least one non-crowd annotation is required.
     sampler: a detectron2 sampler with a seeded infinite stream (``TrainingSampler``, the
         default, or ``RepeatFactorTrainingSampler``); its seed must be ``seed``.
+    max_unreadable_fraction: unreadable images are skipped (the mapper returns None) up to
+        this fraction of the set; beyond it training stops with ``DatasetError``.
     """
     if not isinstance(dataset, list):
         raise TypeError(f"expected a list of dataset dicts, got {type(dataset).__name__}")
@@ -235,4 +258,5 @@ def build_resumable_train_loader(
         grad_accum_steps=grad_accum_steps,
         aspect_ratio_grouping=aspect_ratio_grouping,
         num_workers=num_workers,
+        max_skipped_fraction=max_unreadable_fraction,
     )

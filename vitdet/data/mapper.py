@@ -8,6 +8,11 @@ An image that cannot be read is skipped while training: ``__call__`` logs the fi
 returns None, and the resumable loader (``vitdet.data.loader``) lets the next record stand in
 and counts it. At test time every image counts, so an unreadable one is an error
 (``ImageReadError`` names the file).
+
+The size a record states must be the image's. A file with an EXIF orientation is read upright;
+if the record states the size of the pixels as stored instead (annotation tools that ignore
+EXIF), the annotations refer to those pixels: the image is then used as stored, with a warning
+naming it. Any other mismatch skips the image while training (an error at test time).
 """
 
 from __future__ import annotations
@@ -23,11 +28,14 @@ from detectron2.data import detection_utils as utils
 
 from .images import ImageReadError, read_image
 
+SizeMismatch = utils.SizeMismatchError
+
 __all__ = ["DetectionMapper"]
 
 logger = logging.getLogger(__name__)
 
 CHANNEL_ORDERS = ("RGB", "BGR")
+_WARNED: set[str] = set()  # files already named in a size warning by this process
 
 
 class DetectionMapper(DatasetMapper):
@@ -59,15 +67,14 @@ class DetectionMapper(DatasetMapper):
     def __call__(self, dataset_dict: dict) -> dict | None:
         record = copy.deepcopy(dataset_dict)  # modified below
         try:
-            image = read_image(record["file_name"])  # h w 3 uint8 RGB
-        except ImageReadError as e:
+            image = _read_as_annotated(record)  # h w 3 uint8 RGB
+        except (ImageReadError, SizeMismatch) as e:
             if not self.is_train:
                 raise
-            logger.warning(f"skipping an unreadable training image: {e}")
+            logger.warning(f"skipping a training image: {e}")
             return None
         if self.image_format == "BGR":
             image = image[:, :, ::-1]
-        utils.check_image_size(record, image)
 
         aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)
@@ -81,3 +88,25 @@ class DetectionMapper(DatasetMapper):
         if "annotations" in record:
             self._transform_annotations(record, transforms, image_shape)
         return record
+
+
+def _read_as_annotated(record: dict) -> np.ndarray:
+    """The record's image, upright, or as stored when that is the size the record states."""
+    path = record["file_name"]
+    image = read_image(path)
+    stated = (record.get("height"), record.get("width"))
+    if None in stated or stated == image.shape[:2]:
+        return image
+    stored = read_image(path, upright=False)
+    if stated == stored.shape[:2]:
+        if path not in _WARNED:
+            _WARNED.add(path)
+            logger.warning(
+                f"{path}: the annotations give the stored size {stated[1]}x{stated[0]}, not the "
+                "EXIF-upright one: using the pixels as stored, so that the annotations fit"
+            )
+        return stored
+    raise SizeMismatch(
+        f"{path}: the annotations give {stated[1]}x{stated[0]} (w x h), the file is "
+        f"{image.shape[1]}x{image.shape[0]}"
+    )

@@ -36,7 +36,7 @@ from detectron2.utils import comm
 from shapely.geometry import Polygon, box
 from tqdm import tqdm
 
-from .coco import DatasetError, load_checked_dicts
+from .coco import CHECKED_FLAG, DatasetError, load_checked_dicts
 
 CLASSES = ("circle", "rectangle", "triangle", "star", "cross")
 CLASS_HUES = (0.0, 220.0, 120.0, 50.0, 285.0)  # degrees, one per class
@@ -129,6 +129,7 @@ def register_synthetic(root: str | Path) -> None:
             json_file=str(json_file),
             image_root=str(image_dir),
             evaluator_type="coco",
+            **{CHECKED_FLAG: True},
         )
 
 

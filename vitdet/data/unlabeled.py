@@ -113,12 +113,14 @@ def build_unlabeled_train_loader(
     seed: int,
     grad_accum_steps: int = 1,
     num_workers: int = 0,
+    max_unreadable_fraction: float = 0.01,
 ) -> ResumableLoader:
     """Infinite loader of (N, 3, S, S) uint8 micro-batches: ``total_batch_size`` images per
     iteration over all ranks, in ``grad_accum_steps`` micro-batches per rank.
 
     ``start_at(k)`` gives the batches an uninterrupted run sees at iteration k; an unreadable
-    image is replaced by the next readable one of the folder.
+    image is replaced by the next readable one of the folder, up to ``max_unreadable_fraction``
+    of the folder (beyond: ``DatasetError``).
     """
     # A record is an image's index; the dataset is the mapper.
     return resumable_batches(
@@ -130,6 +132,7 @@ def build_unlabeled_train_loader(
         grad_accum_steps=grad_accum_steps,
         num_workers=num_workers,
         collate_fn=torch.stack,
+        max_skipped_fraction=max_unreadable_fraction,
     )
 
 

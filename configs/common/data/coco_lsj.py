@@ -16,6 +16,9 @@ dataloader = model_zoo.get_config("common/data/coco.py").dataloader
 dataloader.train._target_ = build_resumable_train_loader
 dataloader.train.seed = "${train.seed}"
 dataloader.train.grad_accum_steps = "${train.grad_accum_steps}"
+# Unreadable images are skipped, named in the log and counted (metrics: data/unreadable_images)
+# up to this fraction of the training set; beyond it training stops with an error.
+dataloader.train.max_unreadable_fraction = 0.01
 dataloader.train.mapper._target_ = DetectionMapper
 dataloader.train.mapper.augmentations = [
     L(T.RandomFlip)(horizontal=True),  # flip first
