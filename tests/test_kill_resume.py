@@ -1,0 +1,123 @@
+"""Killed for real: a small training run gets SIGKILL (once in the middle of a step, once in
+the middle of a checkpoint write), then ``--resume`` finishes it; the final weights and
+optimizer state must be bit-identical to an uninterrupted run's (CPU, one thread).
+
+Each run is a subprocess of tools/train_net.py through a small launcher that arms the kill at
+an exact point (``KILL_AT``), so the interruption is a real SIGKILL at a reproducible place.
+"""
+
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+import torch
+from helpers import REPO
+
+from vitdet.data.synthetic import generate
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+
+MAX_ITER = 5
+LAUNCHER = """
+import os, runpy, signal, sys
+from vitdet.engine import run_state, trainer
+
+kill_at = os.environ.get("KILL_AT")
+if kill_at == "step":  # iteration 3: after the backward pass, before the optimizer step
+    after_backward = trainer.Trainer.after_backward
+
+    def killing_after_backward(self):
+        if self.iter == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        after_backward(self)
+
+    trainer.Trainer.after_backward = killing_after_backward
+elif kill_at == "write":  # half-way through writing the checkpoint of iteration 3
+    write_atomically = run_state.write_atomically
+
+    def killing_write(path, write):
+        if not path.endswith("model_0000003.pth"):
+            return write_atomically(path, write)
+
+        def half_then_kill(f):
+            f.write(b"half of a checkpoint")
+            f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        return write_atomically(path, half_then_kill)
+
+    run_state.write_atomically = killing_write
+sys.argv = ["train_net.py", *sys.argv[1:]]
+runpy.run_path(os.path.join(sys.argv.pop(1)), run_name="__main__")
+"""
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    splits = generate(root, num_train=6, num_val=2, image_size=128, seed=0)
+    return {name.split("_")[1]: (str(j), str(d)) for name, (j, d) in splits.items()}
+
+
+def train(data, output_dir, *extra: str, kill_at: str | None = None) -> int:
+    tag = uuid.uuid4().hex[:8]
+    train_name, val_name = f"kill_train_{tag}", f"kill_val_{tag}"
+    register = ["--register-coco", train_name, *data["train"]]
+    register += ["--register-coco", val_name, *data["val"]]
+    overrides = [
+        f"train.output_dir={output_dir}",
+        f"dataloader.train.dataset.names={train_name}",
+        f"dataloader.test.dataset.names={val_name}",
+        f"train.max_iter={MAX_ITER}",
+        "train.checkpointer.period=2",
+        "train.eval_period=0",
+        "model.backbone.net.img_size=128",
+        "model.backbone.net.pretrain_img_size=128",
+        "model.backbone.net.embed_dim=32",
+        "model.backbone.net.depth=2",
+        "model.backbone.net.num_heads=2",
+        "model.backbone.net.window_size=4",
+        "model.backbone.net.global_attn_indexes=[1]",
+        "optimizer.params.num_layers=2",
+        "model.roi_heads.batch_size_per_image=16",
+        "dataloader.train.mapper.augmentations.1.target_height=128",
+        "dataloader.train.mapper.augmentations.1.target_width=128",
+        "dataloader.train.mapper.augmentations.2.crop_size=[128,128]",
+        "dataloader.test.mapper.augmentations.0.short_edge_length=128",
+        "dataloader.test.mapper.augmentations.0.max_size=128",
+        "dataloader.train.total_batch_size=2",
+        "dataloader.train.num_workers=0",
+        "dataloader.test.num_workers=0",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "KILL_AT": kill_at or ""}
+    config = str(REPO / "configs" / "Synthetic" / "mask_rcnn_vitdet_tiny.py")
+    command = [sys.executable, "-c", LAUNCHER, str(REPO / "tools" / "train_net.py")]
+    command += ["--config-file", config, *extra, *register, *overrides]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True).returncode
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("uninterrupted")
+    assert train(data, output_dir) == 0
+    return torch.load(output_dir / "model_final.pth", weights_only=True)
+
+
+@pytest.mark.parametrize("kill_at", ["step", "write"])
+def test_sigkill_then_resume_is_bit_identical(data, uninterrupted, tmp_path, kill_at):
+    assert train(data, tmp_path, kill_at=kill_at) == -9  # killed by SIGKILL
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
+    if kill_at == "write":
+        assert (tmp_path / "model_0000003.pth.tmp").is_file()  # the half-written file
+    assert train(data, tmp_path, "--resume") == 0
+    assert not list(tmp_path.glob("*.tmp"))
+    resumed = torch.load(tmp_path / "model_final.pth", weights_only=True)
+    assert resumed["iteration"] == uninterrupted["iteration"] == MAX_ITER - 1
+    for key, value in uninterrupted["model"].items():
+        assert torch.equal(resumed["model"][key], value), key
+    expected = uninterrupted["trainer"]["optimizer"]["state"]
+    for index, state in resumed["trainer"]["optimizer"]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(value, expected[index][name]), (index, name)
