@@ -13,9 +13,10 @@ import uuid
 
 import pytest
 import torch
-from helpers import REPO
 
 from vitdet.data.synthetic import generate
+
+from helpers import REPO
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 
