@@ -23,7 +23,7 @@ def _seed():
     torch.manual_seed(0)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def one_thread():
     """Tiny models: one thread is faster, and much faster on a busy shared machine."""
     threads = torch.get_num_threads()

@@ -8,6 +8,8 @@ from types import ModuleType
 
 import numpy as np
 
+from vitdet.modeling.vit import ViT
+
 REPO = Path(__file__).resolve().parents[1]
 KEYS_DIR = REPO / "tests" / "data" / "vitdet_keys"
 
@@ -51,3 +53,21 @@ def scene(height: int, width: int, seed: int = 0) -> np.ndarray:
         h, w = rng.integers(8, height // 2), rng.integers(8, width // 2)
         image[y : y + h, x : x + w] = rng.integers(0, 256, 3)
     return image
+
+
+def tiny_vit(**overrides) -> ViT:
+    """A ViTDet backbone small enough for any test: 128 px (8 x 8 tokens), width 64, 4 blocks,
+    windows of 3 (a partial window at the border), blocks 1 and 3 global, a 4 x 4 pretraining
+    grid (so the position table is resampled), non-zero rel-pos tables."""
+    args = dict(
+        img_size=128,
+        patch_size=16,
+        embed_dim=64,
+        depth=4,
+        num_heads=4,
+        window_size=3,
+        global_attn_indexes=(1, 3),
+        pretrain_img_size=64,
+        rel_pos_zero_init=False,  # non-zero rel-pos so that the bias term is exercised
+    )
+    return ViT(**{**args, **overrides})

@@ -47,13 +47,7 @@ TINY = dict(img_size=64, patch_size=16, embed_dim=32, depth=2, num_heads=2)
 TINY_DECODER = dict(decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster, and much faster on a busy shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_mae(**kwargs) -> MaskedAutoencoderViT:

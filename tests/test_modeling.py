@@ -12,21 +12,7 @@ from vitdet.modeling.pos_embed import rel_pos_table, resample_abs_pos
 from vitdet.modeling.vit import Attention
 from vitdet.modeling.windows import window_partition, window_unpartition
 
-
-def tiny_vit(**kw) -> ViT:
-    args = dict(
-        img_size=128,
-        patch_size=16,
-        embed_dim=64,
-        depth=4,
-        num_heads=4,
-        window_size=3,
-        global_attn_indexes=(1, 3),
-        pretrain_img_size=64,
-        rel_pos_zero_init=False,  # non-zero rel-pos so that the bias term is exercised
-    )
-    args.update(kw)
-    return ViT(**args)
+from helpers import tiny_vit
 
 
 def tiny_pyramid(net: ViT | None = None, **kw) -> SimpleFeaturePyramid:

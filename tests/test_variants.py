@@ -17,23 +17,21 @@ from vitdet.modeling.sincos import sincos_pos_embed
 from vitdet.modeling.stems import ConvStem
 from vitdet.modeling.vit import PatchEmbed, ViT
 
+import helpers
+
 TINY = dict(img_size=64, patch_size=16, embed_dim=32, depth=2, num_heads=2)
 # A LayerNorm stem, as advised for detection.
 LN_STEM = partial(ConvStem, norm_layer=ChannelLayerNorm)
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 def tiny_vit(**hooks) -> ViT:
     """The ViTDet backbone at the size of TINY: 4 x 4 tokens, windows of 2, block 1 global."""
-    return ViT(**TINY, window_size=2, global_attn_indexes=(1,), pretrain_img_size=64, **hooks)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster, and much faster on a busy shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    return helpers.tiny_vit(
+        **TINY, window_size=2, global_attn_indexes=(1,), rel_pos_zero_init=True, **hooks
+    )
 
 
 # --- sin-cos position embeddings ------------------------------------------------------------
