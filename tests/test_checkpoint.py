@@ -5,6 +5,7 @@ import os
 import pickle
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from vitdet.checkpoint import (
     load_checkpoint,
     prepare_state_dict,
     read_checkpoint,
+    read_run_state,
     resample_pos_embed,
     resample_rel_pos,
     resize_patch_kernel,
@@ -318,7 +320,7 @@ def test_malicious_pickle_refused_without_running(tmp_path):
 def test_pickle_with_object_array_refused(tmp_path):
     array = np.array([1, "two"], dtype=object)
     (tmp_path / "obj.pkl").write_bytes(pickle.dumps({"model": {"backbone.x": array}}))
-    with pytest.raises(CheckpointError, match="not numeric tensors"):
+    with pytest.raises(CheckpointError, match=r"backbone\.x \(dtype object is not numeric\)"):
         read_checkpoint(str(tmp_path / "obj.pkl"))
 
 
@@ -402,3 +404,109 @@ def test_convert_without_target_renames_only(tmp_path):
     saved = torch.load(tmp_path / "out.pth", weights_only=True)
     assert saved["converted_from"] == "mae" and not report.resampled
     assert set(saved["model"]) == {P + k for k in source if k.startswith(("blocks", "p"))}
+
+
+# ---------------------------------------------------------------------------------------------
+# Safety: a few bytes cannot ask for terabytes. Arrays and tensors whose declared shape the
+# file's bytes do not back are refused by entry name before anything is copied.
+
+HUGE = (10**6, 10**6)  # 10^12 elements: 4-8 TB if anything allocated them
+
+
+class Declared:
+    """Pickles as whatever ``__reduce__`` tuple it is given (numpy's own globals)."""
+
+    def __init__(self, *reduce) -> None:
+        self.reduce = reduce
+
+    def __reduce__(self):
+        return self.reduce
+
+
+F8 = np.dtype("float64")
+RECONSTRUCT = np.zeros(1).__reduce__()[0]  # numpy's _reconstruct(ndarray, shape, dtype)
+CRAFTED_ARRAYS = {  # entry -> (reduce tuple, reason in the message)
+    "zero_strides": ((np.ndarray, (HUGE, F8, b"\0" * 8, 0, (0, 0))), "reuses its elements"),
+    "overlapping_strides": ((np.ndarray, (HUGE, F8, b"\0" * 64, 0, (8, 8))), "reuses its"),
+    "small_buffer": ((np.ndarray, ((1000, 1000), F8, b"\0" * 64)), "its storage holds 64"),
+    "no_buffer": ((np.ndarray, (HUGE, F8)), "without a buffer: uninitialised memory"),
+    "reconstruct_shape": ((RECONSTRUCT, (np.ndarray, HUGE, b"b")), "uninitialised memory"),
+    "state_short": (
+        (RECONSTRUCT, (np.ndarray, (0,), b"b"), (1, HUGE, F8, False, b"\0" * 8)),
+        "the file holds 8",
+    ),
+    "object_dtype": ((np.ndarray, ((2,), np.dtype(object), b"\0" * 16)), "not numeric"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CRAFTED_ARRAYS))
+def test_pickle_array_not_backed_by_the_file_refused_by_name(tmp_path, kind):
+    reduce, reason = CRAFTED_ARRAYS[kind]
+    state = {"backbone.net.pos_embed": np.zeros((1, 5, 4)), f"backbone.{kind}": Declared(*reduce)}
+    path = tmp_path / "crafted.pkl"
+    path.write_bytes(pickle.dumps({"model": state}, protocol=2))
+    assert path.stat().st_size < 1000
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError, match=rf"backbone\.{kind} \(.*{reason}") as error:
+            read_checkpoint(str(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20, peak  # numpy's allocations are traced: nothing near the declared size
+    assert "\n" not in str(error.value)  # one line for the tools
+
+
+def test_pickle_array_over_the_files_bytes_is_read(tmp_path):
+    """The same constructor with a buffer that backs the shape is an ordinary array."""
+    data = np.arange(6, dtype=np.float64)
+    array = Declared(np.ndarray, ((2, 3), F8, data.tobytes(), 0, (8, 16)))
+    (tmp_path / "ok.pkl").write_bytes(pickle.dumps({"model": {"backbone.x": array}}))
+    got = read_checkpoint(str(tmp_path / "ok.pkl")).state_dict["backbone.x"]
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, torch.tensor(data.reshape(3, 2).T, dtype=torch.float32))
+
+
+def test_pth_expanded_tensor_refused_by_name(tmp_path):
+    # torch.save writes the one-element storage with size (10^6, 10^6) and strides (0, 0):
+    # float16 -> float32 would allocate 4 TB.
+    huge = torch.zeros(1, dtype=torch.float16).expand(*HUGE)
+    torch.save({"model": {"backbone.net.pos_embed": huge}}, tmp_path / "expanded.pth")
+    assert (tmp_path / "expanded.pth").stat().st_size < 2000
+    with pytest.raises(CheckpointError, match=r"backbone\.net\.pos_embed \(shape .* reuses"):
+        read_checkpoint(str(tmp_path / "expanded.pth"))
+
+
+def test_pth_entries_over_the_same_bytes_refused_tied_ones_read(tmp_path):
+    base = torch.arange(20, dtype=torch.float16)
+    torch.save({"model": {"a": base[:10], "b": base[5:15]}}, tmp_path / "overlap.pth")
+    with pytest.raises(CheckpointError, match=r"b \(overlaps a\)"):
+        read_checkpoint(str(tmp_path / "overlap.pth"), "vitdet")
+    torch.save({"model": {"backbone.a": base, "backbone.b": base}}, tmp_path / "tied.pth")
+    state = read_checkpoint(str(tmp_path / "tied.pth")).state_dict
+    assert torch.equal(state["backbone.a"], state["backbone.b"])
+
+
+def test_truncated_pth_is_a_checkpoint_error(tmp_path):
+    torch.save({"model": tiny_vit(seed=0).state_dict()}, tmp_path / "whole.pth")
+    data = (tmp_path / "whole.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"cut\.pth: not a readable checkpoint") as error:
+        read_checkpoint(str(tmp_path / "cut.pth"))
+    assert "\n" not in str(error.value)
+
+
+def test_run_state_tensors_checked_before_resume_copies(tmp_path):
+    model = tiny_vit(seed=0)
+    optimizer_state = {"state": {0: {"exp_avg": torch.zeros(1, dtype=torch.float16).expand(*HUGE)}}}
+    torch.save({"model": model.state_dict(), "optimizer": optimizer_state}, tmp_path / "run.pth")
+    with pytest.raises(CheckpointError, match=r"optimizer\.state\.0\.exp_avg \(shape"):
+        read_run_state(str(tmp_path / "run.pth"))
+
+
+def test_entry_larger_than_any_model_tensor_refused_before_resampling():
+    shapes = released_shapes("mask_rcnn_vitdet_b_100ep")
+    # a (768, 3, 700, 700) patch kernel would need a 490000^2 float64 matrix to resample
+    source = {"patch_embed.proj.weight": torch.zeros(()).expand(768, 3, 700, 700)}
+    with pytest.raises(CheckpointError, match=r"patch_embed\.proj\.weight \(768, 3, 700, 700\)"):
+        prepare_state_dict(source, "mae", shapes, prefix=P)

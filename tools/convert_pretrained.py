@@ -33,7 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     target = None
@@ -45,10 +45,12 @@ def main(argv=None) -> None:
         report = convert_checkpoint(
             args.input, args.output, source_format=args.format, target=target
         )
-    except CheckpointError as e:
-        sys.exit(f"error: {e}")
+    except CheckpointError as e:  # not a checkpoint, unsafe, or not fitting the target
+        print(f"convert_pretrained.py: error: {e}", file=sys.stderr)
+        return 2
     logging.info("%s\nwrote %s", report.summary(), args.output)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -20,7 +20,11 @@ Formats (``source_format``):
 
 Safety: a checkpoint is data, not code. ``.pth`` files load with ``torch.load(weights_only=True)``;
 ``.pkl`` files through an unpickler that admits numpy arrays and plain containers only. Anything
-else is refused with ``CheckpointError`` before any of it runs.
+else is refused with ``CheckpointError`` before any of it runs. Sizes: an array or tensor must be
+backed by distinct bytes of the file (no zero or overlapping strides, no buffer smaller than its
+shape, no uninitialised memory, no two entries over the same bytes), checked by entry name before
+anything is copied; with a target model, no entry may be larger than the model's largest tensor
+(checked before conversion or resampling).
 
 Shapes: ``fit_to_target`` resamples the tensors whose size follows the input geometry, and
 nothing else: absolute position embeddings (bicubic, to the target's pretraining grid),
@@ -33,6 +37,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import math
+import operator
 import pickle
 import re
 from collections import OrderedDict
@@ -353,6 +358,9 @@ def prepare_state_dict(
     """
     fmt = _format(source_format)
     new_globs = tuple(g.format(vit=prefix) for g in _format(converted_from or source_format).new)
+    if target_shapes is not None:  # entries the converter drops by name are never read
+        kept = {k: v for k, v in state_dict.items() if not _matches(k, fmt.dropped)}
+        _refuse_larger_than_target(kept, target_shapes)
     converted = fmt.convert(state_dict, prefix=prefix)
     if target_shapes is None:
         target_shapes = {k: v.shape for k, v in converted.items()}
@@ -392,6 +400,25 @@ def prepare_state_dict(
     return converted, report
 
 
+def _refuse_larger_than_target(
+    state_dict: Mapping[str, torch.Tensor], target_shapes: Mapping[str, Sequence[int]]
+) -> None:
+    """Refuse source tensors with more elements than the model's largest tensor, before a
+    conversion or resampling allocates from their declared size (e.g. ``resize_patch_kernel``
+    builds a (p_h p_w)^2 matrix from the source kernel's size)."""
+    largest = max((math.prod(shape) for shape in target_shapes.values()), default=0)
+    too_big = [
+        f"{name} {tuple(value.shape)}"
+        for name, value in state_dict.items()
+        if math.prod(value.shape) > largest
+    ]
+    if too_big:
+        raise CheckpointError(
+            f"checkpoint entries larger than any tensor of the model ({largest} elements): "
+            f"{_names(too_big)}"
+        )
+
+
 # ---------------------------------------------------------------------------------------------
 # Reading files safely.
 
@@ -403,18 +430,154 @@ def _latin1_bytes(text: str, encoding: str) -> bytes:
     return text.encode("latin1")
 
 
+def _layout_problem(
+    shape: Sequence[int], strides: Sequence[int], itemsize: int, offset: int, nbytes: float
+) -> str | None:
+    """Why the elements of ``shape`` at byte ``strides`` from byte ``offset`` are not distinct
+    bytes of an ``nbytes`` storage (zero, negative or overlapping strides, storage too small),
+    or None. Python integers: nothing overflows, nothing is allocated."""
+    if any(n == 0 for n in shape):
+        return None  # no elements
+    reach = itemsize  # bytes spanned by the dims of smaller stride
+    for stride, n in sorted((s, n) for n, s in zip(shape, strides, strict=True) if n > 1):
+        if stride < reach:
+            return f"shape {tuple(shape)} with strides {tuple(strides)} reuses its elements' memory"
+        reach += stride * (n - 1)
+    if offset < 0 or offset + reach > nbytes:
+        return f"shape {tuple(shape)} needs {offset + reach} bytes, its storage holds {nbytes}"
+    return None
+
+
+def _dtype_problem(dtype: object) -> str | None:
+    """Why arrays of ``dtype`` are not numeric tensors (objects, records, sub-arrays), or None."""
+    try:
+        dtype = np.dtype(dtype)
+    except Exception:
+        return f"dtype {dtype!r} is not numeric"
+    if dtype.kind not in "fiub" or dtype.fields is not None or dtype.subdtype is not None:
+        return f"dtype {dtype} is not numeric"
+    return None
+
+
+def _shape_of(shape: object) -> tuple[int, ...] | str:
+    """``shape`` as non-negative ints, or why it is not one."""
+    try:
+        dims = (operator.index(shape),) if not isinstance(shape, tuple) else shape
+        dims = tuple(operator.index(n) for n in dims)
+    except TypeError:
+        return f"shape {shape!r} is not a tuple of integers"
+    return dims if all(n >= 0 for n in dims) else f"negative shape {dims}"
+
+
+class _PickledArray(np.ndarray):
+    """``numpy.ndarray`` as a .pkl gets it: an array whose declared shape is backed by bytes the
+    file holds, or an empty placeholder carrying in ``refused`` why not, which
+    ``_state_dict_of`` reports under the entry's name. numpy writes arrays as
+    ``_reconstruct(ndarray, (0,), b"b")`` + ``__setstate__(shape, dtype, raw bytes)`` (protocols
+    < 5) or ``_frombuffer`` (protocol 5); a file can also call ``ndarray(shape, dtype, buffer,
+    offset, strides)`` itself, declaring any shape over a few bytes (zero strides) or none at
+    all (uninitialised memory): checked here before numpy allocates or views anything."""
+
+    refused: str | None = None
+
+    def __new__(cls, *args: object, **kwargs: object) -> _PickledArray:
+        problem = _ndarray_call_problem(*args, **kwargs)
+        if problem:
+            return _refused_array(problem)
+        return np.ndarray.__new__(cls, *args, **kwargs)
+
+    def __setstate__(self, state: object) -> None:
+        problem = _array_state_problem(state)
+        if problem:
+            self.refused = problem
+            return
+        super().__setstate__(state)
+
+
+def _refused_array(problem: str) -> _PickledArray:
+    array = np.ndarray.__new__(_PickledArray, (0,), np.uint8)
+    array.refused = problem
+    return array
+
+
+def _ndarray_call_problem(
+    shape: object,
+    dtype: object = float,
+    buffer: object = None,
+    offset: object = 0,
+    strides: object = None,
+    order: object = None,
+) -> str | None:
+    """Why ``numpy.ndarray(shape, dtype, buffer, offset, strides, order)`` from a file would
+    not view ``shape`` over distinct bytes of ``buffer``, or None."""
+    if buffer is None:
+        return "numpy.ndarray without a buffer: uninitialised memory"
+    problem = _dtype_problem(dtype)
+    if problem:
+        return problem
+    dims = _shape_of(shape)
+    if isinstance(dims, str):
+        return dims
+    itemsize = np.dtype(dtype).itemsize
+    try:
+        nbytes = memoryview(buffer).nbytes
+        offset = operator.index(offset)
+        if strides is None:  # contiguous, C or Fortran order
+            order_dims = dims[::-1] if order not in ("F", "f") else dims
+            contiguous, step = [], itemsize
+            for n in order_dims:
+                contiguous.append(step)
+                step *= n
+            strides = contiguous[::-1] if order not in ("F", "f") else contiguous
+        strides = tuple(operator.index(s) for s in strides)
+    except TypeError:
+        return "numpy.ndarray with a buffer, offset or strides that are not bytes and integers"
+    if len(strides) != len(dims):
+        return f"numpy.ndarray with {len(strides)} strides for shape {dims}"
+    return _layout_problem(dims, strides, itemsize, offset, nbytes)
+
+
+def _array_state_problem(state: object) -> str | None:
+    """Why numpy's ``(version, shape, dtype, is_fortran, raw bytes)`` array state does not
+    hold exactly the bytes of ``shape``, or None."""
+    if not isinstance(state, tuple) or len(state) not in (4, 5):
+        return "array state is not numpy's (shape, dtype, is_fortran, data)"
+    shape, dtype, _, data = state[-4:]
+    problem = _dtype_problem(dtype)
+    if problem:
+        return problem
+    dims = _shape_of(shape)
+    if isinstance(dims, str):
+        return dims
+    if not isinstance(data, (bytes, bytearray)):
+        return f"array data is a {type(data).__name__}, not bytes"
+    needed = math.prod(dims) * np.dtype(dtype).itemsize
+    if len(data) != needed:
+        return f"shape {dims} needs {needed} bytes, the file holds {len(data)}"
+    return None
+
+
+def _reconstruct_empty(subtype: object, shape: object, dtype: object) -> _PickledArray:
+    """Stands in for numpy's ``_reconstruct``, which allocates ``shape`` uninitialised; numpy
+    itself writes ``(0,)`` and fills the array from ``__setstate__``."""
+    if subtype is not _PickledArray:
+        raise CheckpointError("refusing to unpickle: _reconstruct of something not an array")
+    if _shape_of(shape) != (0,):
+        return _refused_array(f"_reconstruct of shape {shape!r}: uninitialised memory")
+    return np.ndarray.__new__(_PickledArray, (0,), np.uint8)
+
+
 def _array_reconstructors() -> dict[tuple[str, str], object]:
     """The globals an array pickle names, under numpy 1.x and 2.x module paths."""
-    reconstruct = np.zeros(1).__reduce__()[0]  # protocols < 5
-    frombuffer = np.zeros(1).__reduce_ex__(5)[0]  # protocol 5
+    frombuffer = np.zeros(1).__reduce_ex__(5)[0]  # protocol 5: views the file's bytes
     allowed: dict[tuple[str, str], object] = {
-        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "ndarray"): _PickledArray,
         ("numpy", "dtype"): np.dtype,
         ("collections", "OrderedDict"): OrderedDict,
         ("_codecs", "encode"): _latin1_bytes,  # an array's raw bytes at protocol 2
     }
     for core in ("numpy.core", "numpy._core"):
-        allowed[(f"{core}.multiarray", "_reconstruct")] = reconstruct
+        allowed[(f"{core}.multiarray", "_reconstruct")] = _reconstruct_empty
         allowed[(f"{core}.numeric", "_frombuffer")] = frombuffer
     return allowed
 
@@ -436,14 +599,15 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 
 def _read_pickle(path: str) -> object:
-    with open(path, "rb") as f:
-        try:
+    try:
+        with open(path, "rb") as f:
             # latin1: model-zoo pickles written by Python 2 keep numpy's byte strings intact.
             return _ArrayUnpickler(f, encoding="latin1").load()
-        except CheckpointError:
-            raise
-        except Exception as e:
-            raise CheckpointError(f"{path}: not a readable pickle ({e})") from e
+    except CheckpointError:
+        raise
+    except Exception as e:  # truncated, not a pickle, missing, unreadable
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable pickle ({first_line})") from e
 
 
 def _read_torch(path: str) -> object:
@@ -452,7 +616,7 @@ def _read_torch(path: str) -> object:
     except pickle.UnpicklingError as e:
         # torch's message is a page; its "WeightsUnpickler error: Unsupported global: ..."
         # sentence names what was refused.
-        match = re.search(r"WeightsUnpickler error: (.*?)(?: was not an allowed|\n|$)", str(e))
+        match = re.search(r"WeightsUnpickler error:\s*(.*?)(?: was not an allowed|\n|$)", str(e))
         reason = match.group(1) if match else str(e).strip().splitlines()[0]
         raise CheckpointError(
             f"{path}: refused by torch.load(weights_only=True) ({reason}); a .pth checkpoint "
@@ -463,23 +627,100 @@ def _read_torch(path: str) -> object:
         raise CheckpointError(f"{path}: not a readable checkpoint ({first_line})") from e
 
 
+def _tensor_problem(value: torch.Tensor) -> str | None:
+    """Why a tensor from a file is not a plain CPU tensor whose storage backs its shape: a
+    zero-stride ``expand`` declares any size over one element, which a copy would allocate."""
+    if type(value) not in (torch.Tensor, nn.Parameter):
+        return f"a {type(value).__name__}, not a plain tensor"
+    if value.is_nested or value.layout != torch.strided:
+        return f"a {'nested' if value.is_nested else value.layout} tensor, not a dense one"
+    if value.is_quantized:
+        return "a quantized tensor"
+    if value.device.type != "cpu":
+        return f"a tensor on {value.device} (no data in the file)"
+    if value.is_complex() or value.dtype in (torch.uint16, torch.uint32, torch.uint64):
+        return f"dtype {value.dtype} is not a parameter type"
+    itemsize = value.element_size()
+    return _layout_problem(
+        value.shape,
+        [s * itemsize for s in value.stride()],
+        itemsize,
+        value.storage_offset() * itemsize,
+        value.untyped_storage().nbytes(),
+    )
+
+
+def _entry_problem(value: object) -> str | None:
+    """Why a state-dict entry cannot become a tensor without allocating memory the file does
+    not back, or None."""
+    if isinstance(value, _PickledArray) and value.refused:
+        return value.refused
+    if isinstance(value, np.ndarray):
+        problem = _dtype_problem(value.dtype)
+        if problem:
+            return problem
+        itemsize = value.itemsize
+        # distinct elements: checked against an unbounded storage (its bytes were checked as
+        # the array was built)
+        return _layout_problem(value.shape, value.strides, itemsize, 0, math.inf)
+    if isinstance(value, torch.Tensor):
+        return _tensor_problem(value)
+    return f"a {type(value).__name__}, not an array"
+
+
+def _memory_span(value: np.ndarray | torch.Tensor) -> tuple[int, int, tuple]:
+    """(first byte address, end address, identity of the view) of a checked array."""
+    if isinstance(value, np.ndarray):
+        start, itemsize = value.__array_interface__["data"][0], value.itemsize
+        strides, dtype = value.strides, value.dtype
+    else:
+        start, itemsize = value.data_ptr(), value.element_size()
+        strides, dtype = tuple(s * itemsize for s in value.stride()), value.dtype
+    span = itemsize + sum(s * (n - 1) for n, s in zip(value.shape, strides, strict=True))
+    return start, start + span, (start, tuple(value.shape), strides, str(dtype))
+
+
+def _shared_memory(values: Mapping[str, np.ndarray | torch.Tensor]) -> list[str]:
+    """Entries whose memory overlaps another entry's, other than the same view twice (tied
+    weights): many entries over one buffer would each be copied."""
+    spans = {}
+    for name, value in values.items():
+        if math.prod(value.shape):
+            start, end, view = _memory_span(value)
+            spans.setdefault(view, (start, end, name))
+    shared, end_so_far, last = [], -1, None
+    for start, end, name in sorted(spans.values()):
+        if start < end_so_far:
+            shared.append(f"{name} (overlaps {last})")
+        if end > end_so_far:
+            end_so_far, last = end, name
+    return shared
+
+
 def _state_dict_of(payload: object, path: str) -> dict[str, torch.Tensor]:
-    """The state dict in a payload (under "model", or the payload itself), as float32 tensors."""
+    """The state dict in a payload (under "model", or the payload itself), as float32 tensors.
+
+    Every entry is checked before anything is copied: numeric, dense, its declared shape backed
+    by distinct bytes of the file, no two entries over the same bytes (``CheckpointError``
+    naming the entries otherwise): converting can then allocate at most twice the file's size.
+    """
     if not isinstance(payload, Mapping):
         raise CheckpointError(f"{path}: expected a dict, got {type(payload).__name__}")
     state = payload.get(_STATE_KEY, payload)
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path}: '{_STATE_KEY}' is a {type(state).__name__}, not a dict")
-    out, bad = {}, []
-    for name, value in state.items():
-        if isinstance(value, np.ndarray) and value.dtype.kind in "fiub":
-            value = torch.from_numpy(np.ascontiguousarray(value))
-        if not isinstance(name, str) or not isinstance(value, torch.Tensor):
-            bad.append(f"{name!r} ({type(value).__name__})")
-            continue
-        out[name] = value.float() if value.is_floating_point() else value
+    bad = [f"{name!r} (not a name)" for name in state if not isinstance(name, str)]
+    bad += [f"{name} ({p})" for name, value in state.items() if (p := _entry_problem(value))]
     if bad:
-        raise CheckpointError(f"{path}: entries that are not numeric tensors: {_names(bad)}")
+        raise CheckpointError(f"{path}: entries refused before reading: {_names(bad)}")
+    shared = _shared_memory(state)
+    if shared:
+        raise CheckpointError(f"{path}: entries refused before reading: {_names(shared)}")
+    out = {}
+    for name, value in state.items():
+        if isinstance(value, np.ndarray):
+            value = torch.from_numpy(np.ascontiguousarray(value))
+        out[name] = value.float() if value.is_floating_point() else value
     return out
 
 
@@ -622,7 +863,28 @@ def read_run_state(path: str) -> dict:
     payload = _read_torch(local)
     if not isinstance(payload, Mapping) or not isinstance(payload.get(_STATE_KEY), Mapping):
         raise CheckpointError(f"{path}: not a training checkpoint (no '{_STATE_KEY}' state dict)")
+    # Every tensor (model, optimizer state, ...) before any is copied or cast.
+    tensors = _tensors_in(payload)
+    bad = [f"{name} ({p})" for name, value in tensors.items() if (p := _tensor_problem(value))]
+    bad += _shared_memory(tensors) if not bad else []
+    if bad:
+        raise CheckpointError(f"{path}: entries refused before reading: {_names(bad)}")
     return dict(payload)
+
+
+def _tensors_in(payload: object) -> dict[str, torch.Tensor]:
+    """Every tensor in nested dicts / lists / tuples, by dotted path (iterative: no recursion
+    limit, each container once)."""
+    tensors, seen, stack = {}, set(), [("", payload)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, torch.Tensor):
+            tensors[path] = node
+        elif id(node) not in seen and isinstance(node, (Mapping, list, tuple)):
+            seen.add(id(node))
+            items = node.items() if isinstance(node, Mapping) else enumerate(node)
+            stack.extend((f"{path}.{k}" if path else str(k), v) for k, v in items)
+    return tensors
 
 
 def convert_checkpoint(
