@@ -16,7 +16,7 @@ import torch
 
 from vitdet.data.synthetic import generate
 
-from helpers import REPO
+from helpers import REPO, tiny_overrides
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 
@@ -67,31 +67,8 @@ def train(data, output_dir, *extra: str, kill_at: str | None = None) -> int:
     train_name, val_name = f"kill_train_{tag}", f"kill_val_{tag}"
     register = ["--register-coco", train_name, *data["train"]]
     register += ["--register-coco", val_name, *data["val"]]
-    overrides = [
-        f"train.output_dir={output_dir}",
-        f"dataloader.train.dataset.names={train_name}",
-        f"dataloader.test.dataset.names={val_name}",
-        f"train.max_iter={MAX_ITER}",
-        "train.checkpointer.period=2",
-        "train.eval_period=0",
-        "model.backbone.net.img_size=128",
-        "model.backbone.net.pretrain_img_size=128",
-        "model.backbone.net.embed_dim=32",
-        "model.backbone.net.depth=2",
-        "model.backbone.net.num_heads=2",
-        "model.backbone.net.window_size=4",
-        "model.backbone.net.global_attn_indexes=[1]",
-        "optimizer.params.num_layers=2",
-        "model.roi_heads.batch_size_per_image=16",
-        "dataloader.train.mapper.augmentations.1.target_height=128",
-        "dataloader.train.mapper.augmentations.1.target_width=128",
-        "dataloader.train.mapper.augmentations.2.crop_size=[128,128]",
-        "dataloader.test.mapper.augmentations.0.short_edge_length=128",
-        "dataloader.test.mapper.augmentations.0.max_size=128",
-        "dataloader.train.total_batch_size=2",
-        "dataloader.train.num_workers=0",
-        "dataloader.test.num_workers=0",
-    ]
+    overrides = tiny_overrides(output_dir, train_name, val_name, max_iter=MAX_ITER)
+    overrides += ["train.log_period=20"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "KILL_AT": kill_at or ""}
     config = str(REPO / "configs" / "Synthetic" / "mask_rcnn_vitdet_tiny.py")
     command = [sys.executable, "-c", LAUNCHER, str(REPO / "tools" / "train_net.py")]

@@ -26,7 +26,7 @@ from vitdet.engine.trainer import Trainer
 from vitdet.predictor import Predictor
 from vitdet.provenance import Provenance, read_provenance
 
-from helpers import REPO, load_tool
+from helpers import REPO, load_tool, tiny_overrides
 
 SYNTHETIC_CONFIG = str(REPO / "configs" / "Synthetic" / "mask_rcnn_vitdet_tiny.py")
 COCO_CONFIG = str(REPO / "configs" / "COCO" / "mask_rcnn_vitdet_b_100ep.py")
@@ -50,45 +50,6 @@ def register_args(dataset) -> tuple[list[str], str, str]:
     train, val = f"tiny_train_{tag}", f"tiny_val_{tag}"
     args = ["--register-coco", train, *dataset["train"], "--register-coco", val, *dataset["val"]]
     return args, train, val
-
-
-def tiny_overrides(output_dir, train_name: str, val_name: str, max_iter: int = 4) -> list[str]:
-    """The Synthetic recipe at toy size: 128 px, a 2-block ViT, few RoIs, 2 images a step."""
-    return [
-        f"train.output_dir={output_dir}",
-        f"dataloader.train.dataset.names={train_name}",
-        f"dataloader.test.dataset.names={val_name}",
-        f"train.max_iter={max_iter}",
-        "train.checkpointer.period=2",
-        "train.eval_period=0",
-        "train.log_period=1",
-        "model.backbone.net.img_size=128",
-        "model.backbone.net.pretrain_img_size=128",
-        "model.backbone.net.embed_dim=32",
-        "model.backbone.net.depth=2",
-        "model.backbone.net.num_heads=2",
-        "model.backbone.net.window_size=4",
-        "model.backbone.net.global_attn_indexes=[1]",
-        "optimizer.params.num_layers=2",
-        "model.backbone.out_channels=32",
-        "model.proposal_generator.head.in_channels=32",
-        "model.proposal_generator.pre_nms_topk=[100,100]",
-        "model.proposal_generator.post_nms_topk=[50,50]",
-        "model.roi_heads.batch_size_per_image=16",
-        "model.roi_heads.box_head.input_shape.channels=32",
-        "model.roi_heads.box_head.fc_dims=[32]",
-        "model.roi_heads.box_predictor.input_shape.channels=32",
-        "model.roi_heads.mask_head.input_shape.channels=32",
-        "model.roi_heads.mask_head.conv_dims=[32,32]",
-        "dataloader.train.mapper.augmentations.1.target_height=128",
-        "dataloader.train.mapper.augmentations.1.target_width=128",
-        "dataloader.train.mapper.augmentations.2.crop_size=[128,128]",
-        "dataloader.test.mapper.augmentations.0.short_edge_length=128",
-        "dataloader.test.mapper.augmentations.0.max_size=128",
-        "dataloader.train.total_batch_size=2",
-        "dataloader.train.num_workers=0",
-        "dataloader.test.num_workers=0",
-    ]
 
 
 def run(argv: list[str]) -> int:
