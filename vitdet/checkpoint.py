@@ -14,6 +14,10 @@ Formats (``source_format``):
   ``decoder_*``). MAE is built on timm's ViT, so it shares the timm converter.
 - ``timm``: timm ViT state dicts (``vit_base_patch16_224``), bare or under ``"model"``; the
   BEiT-style ``attn.q_bias`` / ``attn.v_bias`` pair becomes ``attn.qkv.bias`` with a zero k bias.
+- ``sam``: Segment Anything release state dicts (``sam_vit_{b,l,h}_*.pth``: ``image_encoder.*``,
+  ``prompt_encoder.*``, ``mask_decoder.*``). Its image encoder is a ViTDet ViT: loaded into a
+  detector or a bare ViT, the encoder's trunk initialises the ViT (``convert_sam``) and the rest
+  is dropped. A SAM model loads SAM files under its own names (``own``, ``vitdet.sam.build_sam``).
 - ``own``: the model's own names exactly, nothing dropped, nothing new: how a run resumes from
   its own checkpoints (``vitdet.engine``) and how an MAE run starts from an MAE checkpoint with
   its decoder. Never detected: the caller names it.
@@ -65,8 +69,11 @@ __all__ = [
     "VIT_KEYS_NOT_PRETRAINED",
     "MAE_DROPPED_KEYS",
     "TIMM_DROPPED_KEYS",
+    "SAM_ENCODER_PREFIX",
+    "SAM_DROPPED_KEYS",
     "convert_vitdet",
     "convert_timm_vit",
+    "convert_sam",
     "resize_patch_kernel",
     "resample_pos_embed",
     "resample_rel_pos",
@@ -98,6 +105,9 @@ VIT_KEYS_NOT_PRETRAINED = ("blocks.*.attn.rel_pos_h", "blocks.*.attn.rel_pos_w")
 # the pretraining layout).
 TIMM_DROPPED_KEYS = ("cls_token", "norm.*", "fc_norm.*", "head.*")
 MAE_DROPPED_KEYS = (*TIMM_DROPPED_KEYS, "mask_token", "decoder_*")
+# Segment Anything: where its ViT lives, and what is not the ViT (neck and promptable heads).
+SAM_ENCODER_PREFIX = "image_encoder."
+SAM_DROPPED_KEYS = ("image_encoder.neck.*", "prompt_encoder.*", "mask_decoder.*")
 
 # Top-level entries of a pickle / .pth besides the state dict under "model" are not read.
 _STATE_KEY = "model"
@@ -167,6 +177,33 @@ def convert_timm_vit(
     return out
 
 
+def convert_sam(
+    state_dict: Mapping[str, torch.Tensor], *, prefix: str = VITDET_VIT_PREFIX
+) -> dict[str, torch.Tensor]:
+    """Segment Anything release names -> a model whose ViT lives at ``prefix``.
+
+    ``image_encoder.{patch_embed, blocks}.*`` move under ``prefix``, with the MLP's
+    ``mlp.lin1`` / ``mlp.lin2`` renamed ``mlp.fc1`` / ``mlp.fc2``; ``image_encoder.pos_embed``
+    (1, S, S, C), the grid of SAM's 1024 input, becomes the pretraining layout (1, S * S, C)
+    without a cls slot (``fit_to_target`` then resamples it to the target's pretraining grid,
+    with a zero cls slot if the target keeps one; a ViT with ``pretrain_img_size=1024,
+    pretrain_use_cls_token=False`` takes it as it is). ``SAM_DROPPED_KEYS`` are removed.
+    """
+    out = {}
+    for name, value in state_dict.items():
+        if _matches(name, SAM_DROPPED_KEYS):
+            continue
+        if not name.startswith(SAM_ENCODER_PREFIX):
+            out[name] = value  # unknown: refused by name
+            continue
+        name = name[len(SAM_ENCODER_PREFIX) :]
+        if name == "pos_embed" and value.ndim == 4:  # 1 s s c -> 1 (s s) c
+            value = value.flatten(1, 2)
+        name = re.sub(r"^(blocks\.\d+\.mlp)\.lin([12])\.", r"\1.fc\2.", name)
+        out[prefix + name] = value
+    return out
+
+
 @dataclass(frozen=True)
 class SourceFormat:
     """How one source format converts, and which names it is known not to carry."""
@@ -201,6 +238,8 @@ FORMATS: dict[str, SourceFormat] = {
         dropped=TIMM_DROPPED_KEYS,
         new=_BACKBONE_ONLY_NEW,
     ),
+    # SAM's encoder has the relative position tables: only the detector's heads are new.
+    "sam": SourceFormat(convert_sam, dropped=SAM_DROPPED_KEYS, new=DETECTOR_HEAD_KEYS),
 }
 
 
@@ -731,7 +770,8 @@ def detect_format(state_dict: Mapping[str, torch.Tensor], *, from_pickle: bool =
       (``vitdet-pkl`` when read from a pickle);
     - ``decoder_*`` or ``mask_token``: ``mae``;
     - ``head.*``, ``fc_norm.*`` or ``attn.q_bias``: ``timm``;
-    - ``cls_token`` with ``blocks.*`` (the MAE encoder release): ``mae``.
+    - ``cls_token`` with ``blocks.*`` (the MAE encoder release): ``mae``;
+    - ``image_encoder.*``, ``prompt_encoder.*`` or ``mask_decoder.*``: ``sam``.
     """
     names = list(state_dict)
     if any(k.startswith(("backbone.", "proposal_generator.", "roi_heads.")) for k in names):
@@ -742,6 +782,8 @@ def detect_format(state_dict: Mapping[str, torch.Tensor], *, from_pickle: bool =
         return "timm"
     if "cls_token" in names and any(k.startswith("blocks.") for k in names):
         return "mae"
+    if any(k.startswith(("image_encoder.", "prompt_encoder.", "mask_decoder.")) for k in names):
+        return "sam"
     raise CheckpointError(
         f"cannot tell the checkpoint format from its names ({_names(names)}); "
         f"name it: one of {sorted(FORMATS)}"
