@@ -23,6 +23,7 @@ from vitdet.device import resolve_amp_dtype
 from vitdet.engine import build_trainer
 from vitdet.engine.run_state import RunCheckpointer
 from vitdet.engine.trainer import Trainer
+from vitdet.export import read_metadata
 from vitdet.predictor import Predictor
 from vitdet.provenance import Provenance, read_provenance
 
@@ -389,6 +390,11 @@ def test_a_trained_checkpoint_predicts_alone(full_run, dataset, tmp_path):
     predictor = Predictor.from_config_file(None, checkpoint, device="cpu")
     assert predictor.metadata.thing_classes == list(CLASSES)
     assert predictor.model.roi_heads.num_classes == len(CLASSES)
+    export = load_tool("export")
+    exported = tmp_path / "model.pt"
+    argv = ["--weights", str(checkpoint), "--format", "torchscript", "--output", str(exported)]
+    assert export.main(argv) == 0
+    assert read_metadata(exported)["class_names"] == list(CLASSES)
 
 
 def test_recorded_overrides_cannot_name_callables():

@@ -15,9 +15,10 @@ import logging
 import sys
 
 import torch
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 
 from vitdet.checkpoint import FORMATS, CheckpointError, convert_checkpoint
+from vitdet.config import ConfigError, load_config, one_line
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -37,16 +38,16 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     target = None
-    if args.config_file:
-        cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
-        with torch.device("meta"):
-            target = instantiate(cfg.model)
     try:
+        if args.config_file:
+            cfg = load_config(args.config_file, args.opts)
+            with torch.device("meta"):
+                target = instantiate(cfg.model)
         report = convert_checkpoint(
             args.input, args.output, source_format=args.format, target=target
         )
-    except CheckpointError as e:  # not a checkpoint, unsafe, or not fitting the target
-        print(f"convert_pretrained.py: error: {e}", file=sys.stderr)
+    except (CheckpointError, ConfigError) as e:  # unsafe, not a checkpoint, not fitting
+        print(f"convert_pretrained.py: error: {one_line(e)}", file=sys.stderr)
         return 2
     logging.info("%s\nwrote %s", report.summary(), args.output)
     return 0

@@ -8,8 +8,8 @@
 
 Inputs are files, directories (searched recursively for image and video files) and glob
 patterns. A checkpoint written by tools/train_net.py records its config and class names:
-``--config-file`` may then be left out, and no dataset is needed. Writes ``<output>/<name>.jpg`` per image, ``<name>.mp4`` per video and
-``<output>/predictions.json`` (see ``vitdet/demo.py``; how odd images are read:
+``--config-file`` may then be left out, and no dataset is needed. Writes ``<output>/<name>.jpg``
+per image, ``<name>.mp4`` per video and ``<output>/predictions.json`` (see ``vitdet/demo.py``; how odd images are read:
 ``vitdet/data/images.py``). Config overrides go last, after ``--`` or after an option that takes
 one value. Exit status: 0 when every input succeeded, 1 when any failed (each reported as
 ``FAILED <path>: <reason>``), 2 on usage errors such as no input matching.
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             score_threshold=args.confidence_threshold,
         )
     except CheckpointError as e:  # weights of another model, or not a checkpoint
-        print(f"error: --weights {args.weights}: {one_line(e)}", file=sys.stderr)
+        print(f"error: --weights: {one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     except (ConfigError, DatasetError, FileNotFoundError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)

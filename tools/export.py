@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from vitdet.checkpoint import CheckpointError
-from vitdet.config import load_config
+from vitdet.config import ConfigError, one_line, writable_dir
+from vitdet.data import DatasetError
 from vitdet.data.images import ImageReadError, read_image
 from vitdet.export import (
     BackboneForExport,
@@ -42,6 +43,7 @@ from vitdet.export import (
     run_torchscript,
 )
 from vitdet.predictor import Predictor
+from vitdet.provenance import read_provenance
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE = 0, 1, 2
 EXPORTERS = {"torchscript": (export_torchscript, run_torchscript), "onnx": (export_onnx, run_onnx)}
@@ -51,7 +53,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--config-file", required=True, help="LazyConfig (.py) of the model")
+    parser.add_argument(
+        "--config-file",
+        help="LazyConfig (.py) of the model (default: the one a training checkpoint records)",
+    )
     parser.add_argument("--weights", required=True, help="trained detector weights (.pth, .pkl)")
     parser.add_argument("--format", required=True, choices=sorted(EXPORTERS))
     parser.add_argument(
@@ -67,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("overrides", nargs="*", help="config overrides key=value, last")
     args = parser.parse_args(argv)
     for option, path in (("--config-file", args.config_file), ("--weights", args.weights)):
-        if not os.path.isfile(path):
+        if path is not None and not os.path.isfile(path):
             parser.error(f"{option}: no such file: {path}")
     return args
 
@@ -82,11 +87,16 @@ def _print_spec(spec: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = load_config(args.config_file, args.overrides)
     try:
-        predictor = Predictor(cfg, args.weights, device="cpu")
+        writable_dir(Path(args.output).resolve().parent, what="--output")
+        predictor = Predictor.from_config_file(
+            args.config_file, args.weights, overrides=args.overrides, device="cpu"
+        )
     except CheckpointError as e:
-        print(f"error: --weights {args.weights}: {e}", file=sys.stderr)
+        print(f"error: --weights: {one_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ConfigError, DatasetError, FileNotFoundError) as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     model = predictor.model
     square = model.backbone.square_pad
@@ -124,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = io_spec(module, samples[0])
     metadata = {
         "what": args.what,
-        "config": Path(args.config_file).name,
+        "config": Path(args.config_file or read_provenance(args.weights).config_file).name,
         **export_metadata(predictor),
         **spec,
     }
