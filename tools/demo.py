@@ -9,9 +9,9 @@
 Inputs are files, directories (searched recursively for image and video files) and glob
 patterns. A checkpoint written by tools/train_net.py records its config and class names:
 ``--config-file`` may then be left out, and no dataset is needed. Writes ``<output>/<name>.jpg``
-per image, ``<name>.mp4`` per video and ``<output>/predictions.json`` (see ``vitdet/demo.py``; how odd images are read:
-``vitdet/data/images.py``). Config overrides go last, after ``--`` or after an option that takes
-one value. Exit status: 0 when every input succeeded, 1 when any failed (each reported as
+per image, ``<name>.mp4`` per video and ``<output>/predictions.json`` (see ``vitdet/demo.py``;
+how odd images are read: ``vitdet/data/images.py``). Config overrides go last, after ``--`` or
+after an option that takes one value. Exit status: 0 when every input succeeded, 1 when any failed (each reported as
 ``FAILED <path>: <reason>``), 2 on usage errors such as no input matching.
 """
 
