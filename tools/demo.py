@@ -11,8 +11,9 @@ patterns. A checkpoint written by tools/train_net.py records its config and clas
 ``--config-file`` may then be left out, and no dataset is needed. Writes ``<output>/<name>.jpg``
 per image, ``<name>.mp4`` per video and ``<output>/predictions.json`` (see ``vitdet/demo.py``;
 how odd images are read: ``vitdet/data/images.py``). Config overrides go last, after ``--`` or
-after an option that takes one value. Exit status: 0 when every input succeeded, 1 when any failed (each reported as
-``FAILED <path>: <reason>``), 2 on usage errors such as no input matching.
+after an option that takes one value. Exit status: 0 when every input succeeded, 1 when any
+failed (each reported as ``FAILED <path>: <reason>``), 2 on usage errors such as no input
+matching.
 """
 
 from __future__ import annotations
