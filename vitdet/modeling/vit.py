@@ -150,7 +150,8 @@ class Attention(nn.Module):
     def _attend(self, qkv: torch.Tensor) -> torch.Tensor:
         """qkv: (B, H, W, 3 * C) -> (B, H, W, C), fused attention."""
         b, h, w, _ = qkv.shape
-        # b h w (3 nh d) -> 3 b nh (h w) d, views
+        # b h w (3 nh d) -> 3 b nh (h w) d, views (qkv is contiguous: the output of the linear
+        # layer, or of window_partition)
         q, k, v = qkv.view(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
         if self.use_rel_pos:
             rel_h, rel_w = decomposed_rel_pos_terms(

@@ -16,7 +16,8 @@ def window_partition(
         window_size: side of the square window.
         pad_value: (C,) token written into the padding; zeros when None.
     Returns:
-        windows: (B * num_windows, window_size, window_size, C), row-major over windows.
+        windows: (B * num_windows, window_size, window_size, C), row-major over windows,
+            contiguous (the fused attention views each window's tokens as one axis).
         (Hp, Wp): padded height and width.
     """
     b, h, w, c = x.shape
@@ -31,9 +32,13 @@ def window_partition(
         padded[:, h:] = pad_value
         padded[:, :h, w:] = pad_value
         x = padded
-    # b (nh ws) (nw ws) c -> (b nh nw) ws ws c
+    # b (nh ws) (nw ws) c -> (b nh nw) ws ws c: ``reshape`` copies, or returns a contiguous
+    # view (nw = 1), and ``contiguous`` is a no-op; except for one row of windows in one image
+    # (b = nh = 1 < nw, e.g. a wide map no taller than a window): there it returns a view whose
+    # window rows lie nw windows apart, which the fused attention cannot flatten to (ws ws)
+    # tokens, and ``contiguous`` makes the one copy that other inputs get from ``reshape``.
     x = x.view(b, hp // window_size, window_size, wp // window_size, window_size, c)
-    windows = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, c)
+    windows = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, c).contiguous()
     return windows, (hp, wp)
 
 
