@@ -1,9 +1,11 @@
 """SAM on our ViT: the release's state-dict layout for B / L / H, config invariants, fast paths
 against the reference paths, and strict, safe checkpoint loading."""
 
+import numpy as np
 import pytest
 import torch
 from detectron2.config import instantiate
+from pycocotools import mask as mask_utils
 
 from vitdet.checkpoint import CheckpointError
 from vitdet.config import load_config
@@ -11,6 +13,7 @@ from vitdet.modeling import onednn
 from vitdet.modeling.sam import LinMlp
 from vitdet.modeling.vit import Block
 from vitdet.sam import build_sam, sam_model_registry
+from vitdet.sam.masks import masks_to_rle, rle_area, rle_to_coco, rle_to_mask
 
 from helpers import REPO
 
@@ -123,3 +126,15 @@ def test_instantiate_from_config_is_build_sam():
     torch.manual_seed(0)
     a = instantiate(load_config(CONFIG_DIR / "sam_vit_tiny.py").model)
     assert set(a.state_dict()) == set(build_sam("vit_tiny").state_dict())
+
+
+def test_rle_round_trip():
+    rng = torch.Generator().manual_seed(0)
+    masks = torch.rand(5, 13, 7, generator=rng) > 0.5
+    masks[0] = False
+    masks[1] = True
+    for mask, rle in zip(masks, masks_to_rle(masks), strict=True):
+        assert np.array_equal(rle_to_mask(rle), mask.numpy())
+        assert rle_area(rle) == int(mask.sum())
+        expected = mask_utils.encode(np.asfortranarray(mask.numpy().astype(np.uint8)))
+        assert rle_to_coco(rle)["counts"] == expected["counts"].decode()

@@ -163,3 +163,21 @@ def test_automatic_masks_match_release(pair, settings, one_thread):
         assert abs(a["area"] - b["area"]) <= 2
         assert np.abs(np.subtract(a["bbox"], b["bbox"])).max() <= 1
     assert exact >= len(expected) - max(2, len(expected) // 50)
+
+
+def test_no_mask_kept_with_crops(pair, one_thread):
+    """Where the release fails (crops, and no mask passes the thresholds: box_area of an empty
+    (0,) crop-box tensor raises IndexError), ours returns no records."""
+    ref_model, model = pair
+    image = scene(96, 160)
+    settings = dict(
+        points_per_side=6,
+        points_per_batch=16,
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.3,
+        box_nms_thresh=0.95,
+        crop_n_layers=1,
+    )
+    with pytest.raises(IndexError):
+        segment_anything.SamAutomaticMaskGenerator(ref_model, **settings).generate(image)
+    assert SamAutomaticMaskGenerator(model, **settings).generate(image) == []
