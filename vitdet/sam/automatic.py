@@ -39,7 +39,8 @@ __all__ = ["SamAutomaticMaskGenerator", "OUTPUT_MODES"]
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 
-# A batch of candidate masks: equal-length tensors (and the list "rles") keyed by field.
+# Candidate masks: equal-length fields (tensors while generating, numpy arrays once done; the
+# list "rles"), keyed by name.
 Candidates = dict[str, Any]
 
 
@@ -271,16 +272,13 @@ class SamAutomaticMaskGenerator:
             torch.zeros(len(boxes)),
             iou_threshold=nms_thresh,
         )
-        rles, data_boxes = list(data["rles"]), data["boxes"]
+        rles, data_boxes = list(data["rles"]), data["boxes"].copy()  # (N, 4) numpy
         for i in keep.tolist():
             if scores[i] == 0.0:  # changed: its new mask and box
                 rles[i] = masks_to_rle(masks[i][None])[0]
-                data_boxes[i] = (
-                    boxes[i].cpu().numpy() if isinstance(data_boxes, np.ndarray) else boxes[i]
-                )
+                data_boxes[i] = boxes[i].numpy()
+        index = keep.numpy()
         data = {**data, "rles": rles, "boxes": data_boxes}
-        keep_np = keep.numpy()
         return {
-            k: [v[i] for i in keep_np] if isinstance(v, list) else v[keep_np]
-            for k, v in data.items()
+            k: [v[i] for i in index] if isinstance(v, list) else v[index] for k, v in data.items()
         }
