@@ -5,6 +5,8 @@
         train.output_dir=output/synthetic
     python tools/train_net.py --config-file configs/COCO/mask_rcnn_vitdet_b_100ep.py \
         --num-gpus 8 train.grad_accum_steps=2 train.amp.dtype=bfloat16
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29400 \
+        tools/train_net.py --config-file configs/COCO/mask_rcnn_vitdet_b_100ep.py
     python tools/train_net.py --config-file configs/COCO/mask_rcnn_vitdet_b_100ep.py \
         --register-coco shapes data/shapes/train.json data/shapes/train \
         --register-coco shapes_val data/shapes/val.json data/shapes/val \

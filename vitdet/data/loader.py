@@ -50,11 +50,15 @@ class PositionedSampler(torchdata.Sampler):
     """Yields ``(position, index)`` from an infinite detectron2 sampler, this rank's share.
 
     ``sampler`` must offer ``_infinite_indices()`` (``TrainingSampler``,
-    ``RepeatFactorTrainingSampler``): its un-sharded, seeded stream. Rank r of W takes the
-    positions ``start + r, start + r + W, ...`` as ``TrainingSampler`` does from 0.
+    ``RepeatFactorTrainingSampler``): its un-sharded, seeded stream. The stream is cut into
+    chunks of ``chunk`` positions (the images of one rank in one iteration) dealt to the ranks
+    in turn: rank r of W takes ``[start + (r + k W) chunk, start + (r + k W + 1) chunk)`` for
+    k = 0, 1, ... The ranks' shares partition the stream, so every image of an epoch is seen
+    once across the ranks; and iteration i's images are the positions ``[i T, (i + 1) T)``
+    (T = W chunk), in stream order over the ranks, however many ranks there are.
     """
 
-    def __init__(self, sampler: torchdata.Sampler, *, start: int = 0) -> None:
+    def __init__(self, sampler: torchdata.Sampler, *, start: int = 0, chunk: int = 1) -> None:
         if not hasattr(sampler, "_infinite_indices"):
             raise TypeError(
                 f"{type(sampler).__name__} has no seeded infinite index stream "
@@ -62,13 +66,19 @@ class PositionedSampler(torchdata.Sampler):
             )
         self._sampler = sampler
         self.start = start
+        self._chunk = chunk
         self._rank = comm.get_rank()
         self._world_size = comm.get_world_size()
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        first = self.start + self._rank
-        indices = itertools.islice(self._sampler._infinite_indices(), first, None, self._world_size)
-        yield from zip(itertools.count(first, self._world_size), indices)
+        stream = itertools.islice(self._sampler._infinite_indices(), self.start, None)
+        per_round = self._chunk * self._world_size
+        for round_start in itertools.count(self.start, per_round):
+            # round_start: the first position of this round's chunks, one per rank
+            indices = list(itertools.islice(stream, per_round))
+            first = self._rank * self._chunk
+            positions = range(round_start + first, round_start + first + self._chunk)
+            yield from zip(positions, indices[first : first + self._chunk], strict=True)
 
 
 class SeededMapDataset(torchdata.Dataset):
@@ -190,11 +200,13 @@ def resumable_batches(
 ) -> ResumableLoader:
     """Micro-batches of ``mapper(records[i])`` for the indices of ``sampler``'s seeded infinite
     stream, this rank's share, from iteration 0 or ``start_at``'s."""
-    micro_batch_size(total_batch_size, grad_accum_steps)  # checks the split
     dataset = SeededMapDataset(
         records, mapper, seed=seed, max_skipped_fraction=max_skipped_fraction
     )
-    positions = PositionedSampler(sampler)
+    # a rank's images of one iteration are consecutive positions of the stream
+    positions = PositionedSampler(
+        sampler, chunk=micro_batch_size(total_batch_size, grad_accum_steps) * grad_accum_steps
+    )
     batches = build_batch_data_loader(
         dataset,
         positions,

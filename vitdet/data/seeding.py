@@ -1,9 +1,11 @@
 """Random streams that are functions of (seed, position): what makes a resumed run exact.
 
-Training reseeds python, numpy and torch at every iteration from (seed, rank, iteration) and
-every sample's augmentation from (seed, stream position). Nothing random then depends on how
-many iterations ran in this process, so a run resumed at iteration k draws exactly what an
-uninterrupted run draws there, with any number of data-loader workers.
+Training reseeds python, numpy and torch before every micro-batch from (seed, iteration,
+micro-batch index over all processes) and every sample's augmentation from (seed, stream
+position). Nothing random then depends on how many iterations ran in this process, or on which
+process runs a micro-batch: a run resumed at iteration k draws exactly what an uninterrupted run
+draws there, with any number of data-loader workers, and 2 processes draw what 1 process with
+twice the micro-batches draws.
 """
 
 from __future__ import annotations

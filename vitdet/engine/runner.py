@@ -17,6 +17,7 @@ import os
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.distributed as dist
 from detectron2.config import instantiate
 from detectron2.data import MetadataCatalog
 from detectron2.engine import HookBase, create_ddp_model, default_setup, default_writers, hooks
@@ -154,7 +155,11 @@ def build_trainer(
         grad_accum_steps=cfg.train.grad_accum_steps,
     )
     checkpointer = RunCheckpointer(
-        model, cfg.train.output_dir, provenance=provenance, trainer=trainer
+        model,
+        cfg.train.output_dir,
+        provenance=provenance,
+        save_to_disk=comm.is_main_process(),  # every rank loads, rank 0 alone writes
+        trainer=trainer,
     )
     return trainer, checkpointer
 
@@ -195,6 +200,22 @@ def _load_weights(
     return False
 
 
+def _log_processes(cfg: DictConfig) -> None:
+    """How a step's images are split: processes, backend, images per process per step
+    (detectron2's ``default_setup`` has logged "World size: N")."""
+    total = OmegaConf.select(cfg, "dataloader.train.total_batch_size", default=None)
+    if total is None:
+        return
+    world_size = comm.get_world_size()
+    backend = dist.get_backend() if dist.is_initialized() else "none (one process)"
+    per_process, accum = total // world_size, cfg.train.grad_accum_steps
+    logger.info(
+        f"{world_size} process(es), backend {backend}: {per_process} images per process per "
+        f"step in {accum} micro-batch(es) of {per_process // accum} "
+        f"(dataloader.train.total_batch_size={total} over all processes)"
+    )
+
+
 def train(
     cfg: DictConfig,
     *,
@@ -227,6 +248,7 @@ def train(
             logger.warning(f"train.seed: {cfg.train.seed} -> {trainer.seed}, the resumed run's")
             cfg.train.seed = trainer.seed  # the loader's sample stream must be the same
     logger.info(f"Seed {trainer.seed}; starting at iteration {start_iter} of {cfg.train.max_iter}")
+    _log_processes(cfg)
     loader = instantiate(cfg.dataloader.train)
     loader.start_at(start_iter)
     trainer.data_loader = loader
@@ -237,7 +259,7 @@ def evaluate_only(cfg: DictConfig, *, resume: bool) -> dict:
     """Evaluate the weights of ``train.init_checkpoint``, or with ``resume`` those of the last
     checkpoint in ``train.output_dir``."""
     model = build_model(cfg)
-    checkpointer = RunCheckpointer(model, cfg.train.output_dir)
+    checkpointer = RunCheckpointer(model, cfg.train.output_dir, save_to_disk=comm.is_main_process())
     if not (resume and checkpointer.has_checkpoint()) and not cfg.train.init_checkpoint:
         raise ConfigError("--eval-only needs train.init_checkpoint=<weights> or --resume")
     _load_weights(cfg, checkpointer, resume=resume, init_format="auto")

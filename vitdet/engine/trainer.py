@@ -23,8 +23,13 @@ class Trainer(SimpleTrainer):
       ``torch.float16`` (autocast and a ``GradScaler``, whose state is checkpointed).
     - Each micro-batch loss is divided by ``grad_accum_steps``, so the update is the one of the
       mean loss over all images; DDP synchronises gradients on the last micro-batch only.
-    - Before each iteration python, numpy and torch are reseeded from (seed, rank, iteration):
-      drop-path and RoI sampling are then the same in a resumed run.
+    - Before each micro-batch python, numpy and torch are reseeded from (seed, iteration, g),
+      g = rank * grad_accum_steps + micro the micro-batch's index among the iteration's
+      ``world_size * grad_accum_steps``. The loader gives micro-batch g the images at stream
+      positions ``[g * b, (g + 1) * b)`` of the iteration (b images each), so drop-path, anchor
+      and RoI sampling depend on the images and the step, not on which process runs them: a
+      resumed run draws what the uninterrupted one drew, and 2 processes x 1 micro-batch draw
+      what 1 process x 2 micro-batches draws (``tests/test_distributed.py``).
     """
 
     def __init__(
@@ -50,7 +55,6 @@ class Trainer(SimpleTrainer):
 
     def run_step(self) -> None:
         assert self.model.training, "[Trainer] model was changed to eval mode!"
-        seed_everything(self.seed, STEP_STREAM, comm.get_rank(), self.iter)
         self.optimizer.zero_grad(set_to_none=True)
 
         data_time = 0.0
@@ -59,6 +63,8 @@ class Trainer(SimpleTrainer):
             start = time.perf_counter()
             data = next(self._data_loader_iter)
             data_time += time.perf_counter() - start
+            micro_batch_index = comm.get_rank() * self.grad_accum_steps + micro
+            seed_everything(self.seed, STEP_STREAM, self.iter, micro_batch_index)
 
             last = micro == self.grad_accum_steps - 1
             no_sync = isinstance(self.model, DistributedDataParallel) and not last

@@ -1,0 +1,360 @@
+"""Several processes on the CPU (torch.distributed, gloo): tools/train_net.py started by its own
+launcher (``--num-gpus 2``) and by torchrun trains, evaluates, checkpoints and resumes as one
+process does, and an error in one process stops the job with one line.
+
+The multi-process runs are subprocesses of the tiny detector (2-block ViT of width 32 at 128 px,
+8 training images, 4 steps of 4 images, one thread per process); the 1-process references run
+in this process. The launcher's environment parsing and the sampler's sharding are checked
+without processes.
+"""
+
+import argparse
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+
+import pytest
+import torch
+from detectron2.data.samplers import TrainingSampler
+from detectron2.utils import comm
+
+from vitdet.config import ConfigError
+from vitdet.data import loader as loader_module
+from vitdet.data.loader import PositionedSampler
+from vitdet.data.synthetic import generate
+from vitdet.engine.launcher import DistributedEnv, distributed_env, first_slurm_host, launch_main
+
+from helpers import REPO, load_tool
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="gloo on Linux / macOS")
+
+CONFIG = str(REPO / "configs" / "Synthetic" / "mask_rcnn_vitdet_tiny.py")
+TRAIN_NET = str(REPO / "tools" / "train_net.py")
+TOTAL_BATCH = 4  # 2 processes x 2 images, or 1 process x 2 micro-batches of 2
+MAX_ITER = 4
+TIMEOUT = 180  # seconds: a hung job fails the test instead of blocking the suite
+
+# The equivalence tolerance. 2 processes x 1 micro-batch and 1 process x 2 micro-batches see
+# the same images per micro-batch (the loader deals each rank a consecutive chunk of the
+# iteration's sample positions) and draw the same random numbers (the trainer seeds each
+# micro-batch from (seed, iteration, micro-batch index), not from the rank), so the one
+# difference left is the order of float32 additions: DDP all-reduces the two micro-batches'
+# gradients where one process accumulates them in .grad. That is a relative error of ~1e-7 per
+# step; AdamW turns a relative gradient error e into an update error of ~e * lr (lr <= 1e-3
+# here), so after 4 steps the weights agree to ~1e-9. 1e-6 leaves a wide margin and is still
+# far below what one step moves a weight (asserted: > 100x the tolerance), so a different batch,
+# RoI sample or drop-path draw on either side would fail. (On this machine the weights come out
+# bit-identical.) Logged losses: float64 means of float32 values, compared to 1e-6 relative.
+WEIGHT_ATOL = 1e-6
+LOSS_RTOL = 1e-6
+
+train_net = load_tool("train_net")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """8 train / 4 val synthetic images of 128 px: {"train": (json, dir), "val": (json, dir)}."""
+    root = tmp_path_factory.mktemp("synthetic")
+    splits = generate(root, num_train=8, num_val=4, image_size=128, seed=0)
+    return {name.split("_")[1]: (str(j), str(d)) for name, (j, d) in splits.items()}
+
+
+def arguments(
+    data, output_dir, *, flags=(), overrides=(), train_dir: str | None = None
+) -> list[str]:
+    """tools/train_net.py's arguments for the tiny detector on ``data`` (registered under fresh
+    names: the catalog is per process), 4 steps of 4 images, fp32; ``flags`` before, extra
+    ``overrides`` after the common ones."""
+    tag = uuid.uuid4().hex[:8]
+    train_name, val_name = f"dist_train_{tag}", f"dist_val_{tag}"
+    train_json, image_dir = data["train"]
+    return [
+        "--config-file",
+        CONFIG,
+        *flags,
+        *("--register-coco", train_name, train_json, train_dir or image_dir),
+        *("--register-coco", val_name, *data["val"]),
+        f"train.output_dir={output_dir}",
+        f"dataloader.train.dataset.names={train_name}",
+        f"dataloader.test.dataset.names={val_name}",
+        f"train.max_iter={MAX_ITER}",
+        "train.checkpointer.period=2",
+        "train.eval_period=0",  # one evaluation, after the last step
+        "train.log_period=1",
+        "train.amp.enabled=False",  # fp32: the tolerance above is float32 rounding
+        "model.backbone.net.img_size=128",
+        "model.backbone.net.pretrain_img_size=128",
+        "model.backbone.net.embed_dim=32",
+        "model.backbone.net.depth=2",
+        "model.backbone.net.num_heads=2",
+        "model.backbone.net.window_size=4",
+        "model.backbone.net.global_attn_indexes=[1]",
+        "optimizer.params.num_layers=2",
+        "model.backbone.out_channels=32",
+        "model.proposal_generator.head.in_channels=32",
+        "model.proposal_generator.pre_nms_topk=[100,100]",
+        "model.proposal_generator.post_nms_topk=[50,50]",
+        "model.roi_heads.batch_size_per_image=16",
+        "model.roi_heads.box_head.input_shape.channels=32",
+        "model.roi_heads.box_head.fc_dims=[32]",
+        "model.roi_heads.box_predictor.input_shape.channels=32",
+        "model.roi_heads.mask_head.input_shape.channels=32",
+        "model.roi_heads.mask_head.conv_dims=[32,32]",
+        "dataloader.train.mapper.augmentations.1.target_height=128",
+        "dataloader.train.mapper.augmentations.1.target_width=128",
+        "dataloader.train.mapper.augmentations.2.crop_size=[128,128]",
+        "dataloader.test.mapper.augmentations.0.short_edge_length=128",
+        "dataloader.test.mapper.augmentations.0.max_size=128",
+        f"dataloader.train.total_batch_size={TOTAL_BATCH}",
+        "dataloader.train.num_workers=0",
+        "dataloader.test.num_workers=0",
+        *overrides,
+    ]
+
+
+def run_job(launcher: list[str], argv: list[str]) -> subprocess.CompletedProcess:
+    """``launcher tools/train_net.py argv`` with one thread per process, outside any job."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        env.pop(name, None)
+    env["OMP_NUM_THREADS"] = "1"
+    command = [*launcher, TRAIN_NET, *argv]
+    return subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT
+    )
+
+
+SPAWN = [sys.executable]  # + "--num-gpus 2 --dist-url auto": detectron2's launcher, gloo
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+TWO_PROCESSES = ["--num-gpus", "2", "--dist-url", "auto"]  # auto: a free port
+
+
+def read_metrics(output_dir) -> list[dict]:
+    return [json.loads(line) for line in (output_dir / "metrics.json").read_text().splitlines()]
+
+
+def load_pth(path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def two_processes(data, tmp_path_factory):
+    """2 processes x 2 images per step (--num-gpus 2): checkpoints after steps 2 and 4."""
+    output_dir = tmp_path_factory.mktemp("two_processes")
+    job = run_job(SPAWN, arguments(data, output_dir, flags=TWO_PROCESSES))
+    assert job.returncode == 0, job.stderr[-3000:]
+    return output_dir
+
+
+@pytest.fixture(scope="module")
+def one_process(data, tmp_path_factory, one_thread):
+    """1 process x 2 micro-batches of 2 images per step, in this process."""
+    output_dir = tmp_path_factory.mktemp("one_process")
+    assert train_net.cli(arguments(data, output_dir, overrides=["train.grad_accum_steps=2"])) == 0
+    return output_dir
+
+
+def test_two_processes_train_as_one_process_with_two_micro_batches(two_processes, one_process):
+    rows = {
+        name: [r for r in read_metrics(d) if "total_loss" in r]
+        for name, d in (("two", two_processes), ("one", one_process))
+    }
+    assert [r["iteration"] for r in rows["two"]] == list(range(MAX_ITER))  # each row once
+    for two, one in zip(rows["two"], rows["one"], strict=True):
+        for key in ("total_loss", "loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls"):
+            assert two[key] == pytest.approx(one[key], rel=LOSS_RTOL, abs=0), (key, two, one)
+
+    final = load_pth(two_processes / "model_final.pth")["model"]
+    reference = load_pth(one_process / "model_final.pth")["model"]
+    halfway = load_pth(two_processes / "model_0000001.pth")["model"]
+    moved = max((final[k] - halfway[k]).abs().max().item() for k in final)
+    assert moved > 100 * WEIGHT_ATOL  # the tolerance tells trained weights apart
+    for key, value in reference.items():
+        torch.testing.assert_close(final[key], value, rtol=0, atol=WEIGHT_ATOL, msg=key)
+
+
+def test_log_states_world_size_backend_and_images_per_process(two_processes):
+    log = (two_processes / "log.txt").read_text()
+    assert "World size: 2" in log and "World size: 1" not in log
+    assert "2 process(es), backend gloo: 2 images per process per step in 1 micro-batch" in log
+    assert (
+        "Rank of current process: 1. World size: 2" in (two_processes / "log.txt.rank1").read_text()
+    )
+
+
+def test_rank_0_alone_writes_checkpoints_metrics_and_events(two_processes):
+    names = sorted(p.name for p in two_processes.iterdir() if p.is_file())
+    assert [n for n in names if n.endswith(".pth")] == [
+        "model_0000001.pth",
+        "model_0000003.pth",
+        "model_final.pth",
+    ]
+    assert len([n for n in names if n.startswith("events.out.tfevents")]) == 1
+    assert not [n for n in names if n.endswith(".tmp")]
+    assert "Saving checkpoint" not in (two_processes / "log.txt.rank1").read_text()
+    evaluations = [r for r in read_metrics(two_processes) if "bbox/AP" in r]
+    assert len(evaluations) == 1
+
+
+def test_evaluation_gathers_every_prediction_once(two_processes, data, tmp_path, one_thread):
+    """The 2-process evaluation (each rank infers half the images, rank 0 gathers) equals the
+    1-process evaluation of the same checkpoint, detection for detection."""
+    weights = f"train.init_checkpoint={two_processes / 'model_final.pth'}"
+    assert train_net.cli(arguments(data, tmp_path, flags=["--eval-only"], overrides=[weights])) == 0
+    assert (tmp_path / "eval_results.json").read_text() == (
+        two_processes / "eval_results.json"
+    ).read_text()
+
+    def detections(output_dir) -> list:
+        path = output_dir / "inference" / "coco_instances_results.json"
+        return sorted(json.loads(path.read_text()), key=lambda d: json.dumps(d, sort_keys=True))
+
+    gathered, alone = detections(two_processes), detections(tmp_path)
+    assert gathered and gathered == alone  # none lost, none twice
+    val_images = {image["id"] for image in json.loads(open(data["val"][0]).read())["images"]}
+    assert {d["image_id"] for d in gathered} <= val_images
+
+
+def test_torchrun_resume_continues_exactly(two_processes, data, tmp_path):
+    """torchrun is detected from its environment (world size 2, not two runs of size 1), and
+    --resume from the checkpoint after step 2 ends bit-identical to the uninterrupted run."""
+    shutil.copy(two_processes / "model_0000001.pth", tmp_path)
+    (tmp_path / "last_checkpoint").write_text("model_0000001.pth")
+    job = run_job(TORCHRUN, arguments(data, tmp_path, flags=["--resume"]))
+    assert job.returncode == 0, job.stderr[-3000:]
+
+    assert "World size: 2" in (tmp_path / "log.txt").read_text()
+    rows = [r for r in read_metrics(tmp_path) if "total_loss" in r]
+    assert [r["iteration"] for r in rows] == [2, 3]  # continued, each row once
+    resumed = load_pth(tmp_path / "model_final.pth")
+    uninterrupted = load_pth(two_processes / "model_final.pth")
+    for key, value in uninterrupted["model"].items():
+        assert torch.equal(resumed["model"][key], value), key
+    expected = uninterrupted["trainer"]["optimizer"]["state"]
+    for index, state in resumed["trainer"]["optimizer"]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(value, expected[index][name]), (index, name)
+
+
+def test_bad_image_in_one_rank_stops_the_job_with_one_line(data, tmp_path):
+    """Rank 1 reads a truncated image in the first step while rank 0 waits for it in the
+    gradient all-reduce: the job stops (no 30-minute gloo timeout), exit status 2, one line."""
+    train_json, image_dir = data["train"]
+    broken_dir = tmp_path / "train"
+    shutil.copytree(image_dir, broken_dir)
+    # the stream's positions 2 and 3 are rank 1's images of step 0 (2 images per rank)
+    stream = list(itertools.islice(TrainingSampler(8, seed=0)._infinite_indices(), 4))
+    images = sorted(json.loads(open(train_json).read())["images"], key=lambda i: i["id"])
+    broken = broken_dir / images[stream[2]]["file_name"]  # detectron2 orders records by id
+    broken.write_bytes(broken.read_bytes()[:200])
+
+    strict = ["dataloader.train.max_unreadable_fraction=0"]
+    argv = arguments(
+        data, tmp_path / "out", flags=TWO_PROCESSES, overrides=strict, train_dir=str(broken_dir)
+    )
+    job = run_job(SPAWN, argv)
+    assert job.returncode == 2, job.stderr[-3000:]
+    errors = [line for line in job.stderr.splitlines() if "error" in line.lower()]
+    assert errors == [
+        "train_net.py: error: 1 of 8 training images could not be used (more than 0.0%): see "
+        "the warnings naming them (rank 1 of 2; its log: log.txt.rank1 in train.output_dir)"
+    ], job.stderr[-3000:]
+    assert "Traceback" not in job.stderr
+    assert broken.name in (tmp_path / "out" / "log.txt.rank1").read_text()
+    assert not list((tmp_path / "out").glob("*.pth"))
+
+
+@pytest.mark.parametrize("world_size, grad_accum_steps", [(2, 1), (2, 2), (3, 1)])
+def test_ranks_share_every_epoch_and_iteration_in_stream_order(
+    monkeypatch, world_size, grad_accum_steps
+):
+    """Rank r's images of an iteration are the r-th consecutive chunk of its positions: every
+    image once per epoch over the ranks, and iteration i is positions [i T, (i + 1) T)."""
+    per_rank = 2 * grad_accum_steps
+    total = per_rank * world_size
+    num_images = 3 * total  # three iterations make an epoch
+    shares = {}
+    for rank in range(world_size):
+        monkeypatch.setattr(loader_module.comm, "get_rank", lambda r=rank: r)
+        monkeypatch.setattr(loader_module.comm, "get_world_size", lambda: world_size)
+        sampler = PositionedSampler(TrainingSampler(num_images, seed=5), chunk=per_rank)
+        shares[rank] = list(itertools.islice(sampler, 3 * per_rank))
+        sampler.start = 1 * total  # start_at(1): the rank's share from iteration 1 on
+        assert list(itertools.islice(sampler, 2 * per_rank)) == shares[rank][per_rank:]
+    stream = list(itertools.islice(TrainingSampler(num_images, seed=5)._infinite_indices(), 99))
+    for iteration in range(3):
+        dealt = [p for r in range(world_size) for p in shares[r][iteration * per_rank :][:per_rank]]
+        assert [p for p, _ in dealt] == list(range(iteration * total, (iteration + 1) * total))
+    epoch = [index for share in shares.values() for _, index in share]
+    assert sorted(epoch) == list(range(num_images))  # each image once across the ranks
+    assert all(stream[p] == index for share in shares.values() for p, index in share)
+
+
+def test_torchrun_and_slurm_variables_are_read():
+    torchrun = {
+        "RANK": "5",
+        "WORLD_SIZE": "8",
+        "LOCAL_RANK": "1",
+        "LOCAL_WORLD_SIZE": "4",
+        "MASTER_ADDR": "node-a",
+        "MASTER_PORT": "29400",
+    }
+    assert distributed_env(torchrun) == DistributedEnv("torchrun", 5, 8, 1, 4, "node-a", 29400)
+    slurm = {
+        "SLURM_PROCID": "3",
+        "SLURM_NTASKS": "4",
+        "SLURM_STEP_NUM_TASKS": "4",
+        "SLURM_LOCALID": "1",
+        "SLURM_STEP_TASKS_PER_NODE": "2(x2)",
+        "SLURM_STEP_NODELIST": "gpu[007-008]",
+        "SLURM_JOB_ID": "4242",
+    }
+    assert distributed_env(slurm) == DistributedEnv("slurm", 3, 4, 1, 2, "gpu007", 19242)
+    own_master = distributed_env({**slurm, "MASTER_ADDR": "h", "MASTER_PORT": "1234"})
+    assert (own_master.master_addr, own_master.master_port) == ("h", 1234)
+    # the batch script of a 4-task allocation is one process, not rank 0 of 4
+    batch_script = {"SLURM_NTASKS": "4", "SLURM_PROCID": "0", "SLURM_NODELIST": "gpu007"}
+    assert distributed_env(batch_script) is None
+    assert distributed_env({}) is None
+    with pytest.raises(ConfigError, match="same number of processes"):
+        distributed_env({**slurm, "SLURM_STEP_TASKS_PER_NODE": "3,1"})
+
+
+@pytest.mark.parametrize(
+    "nodelist, host",
+    [
+        ("localhost", "localhost"),
+        ("node-a,node-b", "node-a"),
+        ("gpu[003-010,012],cpu1", "gpu003"),
+        ("gpu[12,14]", "gpu12"),
+        ("rack1-n[1-4]", "rack1-n1"),
+    ],
+)
+def test_first_slurm_host(nodelist, host):
+    assert first_slurm_host(nodelist) == host
+
+
+def test_out_of_memory_is_one_line_with_what_to_change(monkeypatch, capsys):
+    for name in ("RANK", "WORLD_SIZE", "SLURM_STEP_NUM_TASKS"):
+        monkeypatch.delenv(name, raising=False)
+
+    def main(args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    args = argparse.Namespace(num_gpus=1, num_machines=1, machine_rank=0, dist_url="auto")
+    assert launch_main(main, args, prog="train_net.py", user_errors=(ConfigError,)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "out of memory" in err
+    assert "train.grad_accum_steps" in err and comm.get_world_size() == 1
+
+
+def test_num_gpus_under_torchrun_is_a_user_error(monkeypatch, capsys):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    args = argparse.Namespace(num_gpus=2, num_machines=1, machine_rank=0, dist_url="auto")
+    assert launch_main(print, args, prog="train_net.py", user_errors=()) == 2
+    assert "started by torchrun (2 processes): drop --num-gpus" in capsys.readouterr().err
