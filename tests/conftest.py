@@ -1,6 +1,7 @@
 """Shared test settings (CPU, seeded, few threads) and fixtures; plain helpers are in
 helpers.py."""
 
+import logging
 import os
 import random
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from detectron2.config import instantiate
+from detectron2.utils.logger import setup_logger
 
 from vitdet.config import load_config
 
@@ -21,6 +23,19 @@ def _seed():
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_loggers():
+    """Tools run in-process call detectron2's ``setup_logger``, which caches handlers on the
+    stream pytest captured for that test and closes afterwards: drop them after each test."""
+    yield
+    setup_logger.cache_clear()
+    for name in ("vitdet", "detectron2", "d2", "fvcore"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            handler.close()
 
 
 @pytest.fixture(scope="module")
