@@ -885,10 +885,13 @@ def load_checkpoint(
     file are ignored: resuming is ``vitdet.engine.RunCheckpointer``'s job (``read_run_state``).
     """
     ckpt = read_checkpoint(path, source_format)
+    fmt = ckpt.source_format
+    if fmt == "sam" and any(k.startswith("mask_decoder.") for k in unwrap(model).state_dict()):
+        fmt = "own"  # a SAM file into a SAM model (fine-tuning): its names already
     return load_state_dict_strict(
         model,
         ckpt.state_dict,
-        source_format=ckpt.source_format,
+        source_format=fmt,
         converted_from=ckpt.converted_from,
         log=log,
     )

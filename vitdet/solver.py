@@ -19,9 +19,9 @@ __all__ = [
 def vit_layer_id(name: str, num_layers: int) -> int:
     """Layer id of a parameter for lr decay, as detectron2's `get_vit_lr_decay_rate` assigns
     it to full model names: 0 for the embeddings, i + 1 for ``blocks.i`` (but not its optional
-    ``residual`` conv block), ``num_layers + 1`` for everything else (pyramid, heads, and any
-    name outside ``backbone``)."""
-    if name.startswith("backbone"):
+    ``residual`` conv block), ``num_layers + 1`` for everything else (pyramid, heads, SAM's
+    neck, and any name outside ``backbone`` / SAM's ``image_encoder``)."""
+    if name.startswith(("backbone", "image_encoder")):  # a detector's ViT or SAM's encoder
         if ".pos_embed" in name or ".patch_embed" in name:
             return 0
         if ".blocks." in name and ".residual." not in name:

@@ -41,7 +41,12 @@ _WARNED: set[str] = set()  # files already named in a size warning by this proce
 class DetectionMapper(DatasetMapper):
     """A detection record -> the model's input dict, as ``DatasetMapper`` with the same
     arguments for instance detection and segmentation (no keypoints, no precomputed proposals);
-    images in ``image_format`` "RGB" or "BGR"."""
+    images in ``image_format`` "RGB" or "BGR".
+
+    ``keep_annotations``: at test time too, the annotations become ``instances`` (evaluations
+    that prompt with the ground truth: ``configs/SAM/sam_vit_tiny_synthetic.py``); an unreadable
+    image is still an error then.
+    """
 
     def __init__(
         self,
@@ -52,6 +57,7 @@ class DetectionMapper(DatasetMapper):
         use_instance_mask: bool = False,
         instance_mask_format: str = "polygon",
         recompute_boxes: bool = False,
+        keep_annotations: bool = False,
     ) -> None:
         if image_format not in CHANNEL_ORDERS:
             raise ValueError(f"image_format must be one of {CHANNEL_ORDERS}, got {image_format!r}")
@@ -63,6 +69,7 @@ class DetectionMapper(DatasetMapper):
             instance_mask_format=instance_mask_format,
             recompute_boxes=recompute_boxes,
         )
+        self.keep_annotations = keep_annotations
 
     def __call__(self, dataset_dict: dict) -> dict | None:
         record = copy.deepcopy(dataset_dict)  # modified below
@@ -82,7 +89,7 @@ class DetectionMapper(DatasetMapper):
         image_shape = image.shape[:2]  # h, w
         # h w c -> c h w
         record["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        if not self.is_train:
+        if not (self.is_train or self.keep_annotations):
             record.pop("annotations", None)
             return record
         if "annotations" in record:
