@@ -95,4 +95,3 @@ def read_run_state_or_none(path: str) -> dict | None:
         return read_run_state(path)
     except CheckpointError:
         return None
-
