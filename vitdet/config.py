@@ -204,6 +204,8 @@ def set_num_classes_from_datasets(cfg: DictConfig, *, explicit: bool) -> None:
     All train and test sets with a class list must agree. ``explicit``: the user set
     num_classes on the command line; a different number in the data is then an error.
     """
+    if OmegaConf.select(cfg, NUM_CLASSES_KEY, default=None) is None:
+        return  # a class-agnostic model (SAM): nothing follows the classes
     classes = {}
     for name in _dataset_names(cfg):
         thing_classes = MetadataCatalog.get(name).get("thing_classes")

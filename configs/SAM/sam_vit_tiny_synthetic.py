@@ -1,0 +1,69 @@
+# A small SAM trained from scratch on the synthetic shapes set (synthetic_train / synthetic_val,
+# generated under $DETECTRON2_DATASETS/synthetic when absent) on 2 CPU cores: the SAM
+# counterpart of configs/Synthetic/mask_rcnn_vitdet_tiny.py. The release's architecture
+# (sam_vit_b.py) with smaller numbers and TrainableSam's prompt simulation; each change says why.
+from detectron2.config import LazyCall as L
+from detectron2.solver import WarmupParamScheduler
+from fvcore.common.param_scheduler import CosineParamScheduler
+
+from vitdet.modeling.sam.training import TrainableSam
+
+from ..common.data.sam_prompts import dataloader
+from ..common.optim import AdamW as optimizer
+from ..common.train import train
+from .sam_vit_b import model
+
+image_size = 256  # the synthetic images are 256 x 256: resized longest side == img_size
+patch_size = 8  # 32 x 32 tokens, low-res masks 128 x 128: objects are 17-126 px wide
+embedding_size = image_size // patch_size
+
+model._target_ = TrainableSam
+enc = model.image_encoder
+enc.img_size = image_size
+enc.patch_size = patch_size
+enc.embed_dim = 96
+enc.depth = 4
+enc.num_heads = 3  # head dim 32
+enc.window_size = 8  # 4 x 4 windows of the 32 x 32 grid; blocks 1 and 3 global
+enc.global_attn_indexes = (1, 3)
+enc.out_chans = 64  # the embedding, prompt tokens and decoder width
+model.prompt_encoder.image_embedding_size = (embedding_size, embedding_size)
+model.prompt_encoder.input_image_size = (image_size, image_size)
+model.mask_decoder.transformer.num_heads = 4
+model.mask_decoder.transformer.mlp_dim = 256
+model.mask_decoder.iou_head_hidden_dim = 64
+# From scratch: the encoder trains (no cache). At most 6 objects per image: all of them; 1 + 3
+# points + 1 mask-only = 5 decoder passes per mask instead of the paper's 11, for CPU time.
+model.freeze_image_encoder = False
+model.num_masks_per_image = 8
+model.num_correction_points = 3
+model.num_mask_only_iterations = 1
+model.eval_clicks = (1, 3, 5)
+
+dataloader.train.dataset.names = "synthetic_train"
+dataloader.test.dataset.names = "synthetic_val"
+dataloader.train.mapper.augmentations[0].update(short_edge_length=image_size, max_size=image_size)
+dataloader.test.mapper.augmentations[0].update(short_edge_length=image_size, max_size=image_size)
+dataloader.train.total_batch_size = 8
+dataloader.train.aspect_ratio_grouping = False
+dataloader.train.num_workers = 1
+dataloader.test.num_workers = 1
+
+train.max_iter = 1500
+train.eval_period = 500
+train.checkpointer.period = 500
+train.log_period = 20
+train.seed = 0
+train.amp.enabled = True
+train.amp.dtype = "auto"  # bf16 where the CPU computes it natively, else fp32
+
+optimizer.lr = 1e-3  # from scratch, batch 8 (as the synthetic detector)
+optimizer.weight_decay = 0.05
+optimizer.params.lr_decay_rate = 1.0  # no pretrained layers to protect
+optimizer.params.num_layers = enc.depth
+
+lr_multiplier = L(WarmupParamScheduler)(
+    scheduler=L(CosineParamScheduler)(start_value=1.0, end_value=0.01),
+    warmup_length=100 / train.max_iter,
+    warmup_factor=0.001,
+)

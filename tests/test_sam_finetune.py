@@ -1,0 +1,130 @@
+"""SAM fine-tuning: the prompted-mask evaluator, the configs/SAM training recipes (meta device,
+the release's key layout, invariants) and a tiny run through tools/train_net.py (training,
+evaluation writing sam/* metrics and pictures, resume)."""
+
+import json
+
+import pytest
+import torch
+from detectron2.config import instantiate
+from detectron2.data import MetadataCatalog
+from detectron2.structures import BitMasks, Instances
+
+from vitdet.config import load_config
+from vitdet.data.synthetic import generate
+from vitdet.modeling.sam.training import TrainableSam
+from vitdet.sam.evaluation import PromptedMaskEvaluator
+
+from helpers import REPO, load_tool
+
+SAM_CONFIGS = REPO / "configs" / "SAM"
+KEYS = REPO / "tests" / "data" / "sam_keys"
+train_net = load_tool("train_net")
+
+
+def test_evaluator_miou_and_pictures(tmp_path):
+    MetadataCatalog.get("sam_eval_test").set(thing_classes=["a", "b"])
+    gt = torch.zeros(2, 8, 8, dtype=torch.bool)
+    gt[0, :4], gt[1, 4:, :4] = True, True  # 32 and 16 px
+    half = gt.clone()
+    half[0, 2:4] = False  # IoU 0.5
+    inst = Instances((8, 8), gt_masks=BitMasks(gt), gt_classes=torch.tensor([0, 1]))
+    coords = torch.tensor([[[1.0, 1.0], [0.0, 0.0]], [[1.0, 6.0], [0.0, 0.0]]])
+    labels = torch.tensor([[1, -1], [1, -1]])
+    box_coords = torch.tensor([[[0.0, 0.0], [8.0, 4.0]], [[0.0, 4.0], [4.0, 8.0]]])
+    prompts = {
+        "box_coords": box_coords,
+        "box_labels": torch.tensor([[2, 3], [2, 3]]),
+        "point_coords": coords,
+        "point_labels": labels,
+        "click_coords": coords,
+        "click_labels": labels,
+    }
+    output = {"sam": {"box": gt, "point": half, "click1": half, "prompts": prompts}}
+    record = {"image": torch.zeros(3, 8, 8, dtype=torch.uint8), "instances": inst}
+    evaluator = PromptedMaskEvaluator("sam_eval_test", output_dir=str(tmp_path))
+    evaluator.reset()
+    evaluator.process([{**record, "file_name": "x/one.jpg"}], [output])
+    evaluator.process([{**record, "file_name": "x/two.jpg"}], [output])
+    results = evaluator.evaluate()["sam"]
+    assert results == pytest.approx({"box_mIoU": 1.0, "point_mIoU": 0.75, "click1_mIoU": 0.75})
+    assert list(results) == ["box_mIoU", "point_mIoU", "click1_mIoU"]
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == ["one.png", "two.png"]
+
+
+@pytest.mark.parametrize("size", ["b", "l", "h"])
+def test_finetune_configs_meta_and_release_keys(size):
+    cfg = load_config(SAM_CONFIGS / f"sam_vit_{size}_finetune.py")
+    with torch.device("meta"):
+        model = instantiate(cfg.model)
+    assert isinstance(model, TrainableSam) and model.freeze_image_encoder
+    release = [line.split()[0] for line in (KEYS / f"sam_vit_{size}.txt").read_text().splitlines()]
+    assert sorted(model.state_dict()) == sorted(release)
+    assert cfg.optimizer.params.num_layers == cfg.model.image_encoder.depth
+    # the test resize makes the longest side the encoder's input size
+    aug = cfg.dataloader.test.mapper.augmentations[0]
+    assert aug.short_edge_length == aug.max_size == cfg.model.image_encoder.img_size
+    assert cfg.dataloader.train.mapper.augmentations[0].max_size == aug.max_size
+    full = load_config(
+        SAM_CONFIGS / f"sam_vit_{size}_finetune.py",
+        ["model.freeze_image_encoder=False", "model.embedding_cache_size=0"],
+    )
+    with torch.device("meta"):
+        model = instantiate(full.model)
+    full.optimizer.params.model = model
+    groups = instantiate(full.optimizer.params)
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_tiny_synthetic_config_invariants():
+    cfg = load_config(SAM_CONFIGS / "sam_vit_tiny_synthetic.py")
+    enc, pe = cfg.model.image_encoder, cfg.model.prompt_encoder
+    assert tuple(pe.input_image_size) == (enc.img_size, enc.img_size)
+    assert tuple(pe.image_embedding_size) == (enc.img_size // enc.patch_size,) * 2
+    assert cfg.optimizer.params.num_layers == enc.depth
+    assert cfg.dataloader.test.mapper.keep_annotations
+
+
+def _run(argv):
+    assert train_net.cli(argv) == 0
+
+
+def test_train_net_sam_tiny(tmp_path, one_thread):
+    # 3 images of 256 px
+    (json_file, image_dir), _ = generate(
+        tmp_path / "data", num_train=3, num_val=1, image_size=256
+    ).values()
+    out = tmp_path / "run"
+    common = [
+        "--config-file",
+        str(SAM_CONFIGS / "sam_vit_tiny_synthetic.py"),
+        "--register-coco",
+        "sam_tiny_train",
+        str(json_file),
+        str(image_dir),
+    ]
+    overrides = [
+        f"train.output_dir={out}",
+        "dataloader.train.dataset.names=sam_tiny_train",
+        "dataloader.test.dataset.names=sam_tiny_train",
+        "dataloader.train.total_batch_size=2",
+        "dataloader.train.num_workers=0",
+        "dataloader.test.num_workers=0",
+        "train.eval_period=2",
+        "train.checkpointer.period=2",
+        "train.log_period=1",
+        "train.amp.enabled=False",
+        "model.num_correction_points=1",
+        "model.num_mask_only_iterations=1",
+    ]
+    _run(common + overrides + ["train.max_iter=2"])
+    rows = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+    evals = [r for r in rows if "sam/box_mIoU" in r]
+    assert len(evals) == 1 and 0 <= evals[0]["sam/click3_mIoU"] <= 1
+    assert {"sam/point_mIoU", "sam/click1_mIoU", "sam/click5_mIoU"} <= set(evals[0])
+    assert "loss_mask_focal" in rows[0] and "loss_iou" in rows[0]
+    assert list((out / "prompts").glob("iter_*/*.png"))
+    _run(["--resume"] + common + overrides + ["train.max_iter=4"])
+    rows = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+    assert [r["iteration"] for r in rows if "sam/box_mIoU" in r] == [2, 4]  # the final evaluations
+    assert (out / "model_final.pth").is_file()
