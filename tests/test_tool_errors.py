@@ -109,3 +109,30 @@ def test_corrupt_weights_one_line_exit_2(
     err = [line for line in capsys.readouterr().err.splitlines() if not GLOG.match(line)]
     assert len(err) == 1, err
     assert "error" in err[0] and kind in err[0]
+
+
+def demo_into(weights, output):
+    picture = output.parent.parent / "scene.png"
+    Image.fromarray(scene(32, 32)).save(picture)
+    argv = ["--config-file", str(COCO_CONFIG), "--weights", weights]
+    argv += ["--input", str(picture), "--output", str(output)]
+    return load_tool("demo").main(argv)
+
+
+@pytest.mark.parametrize(
+    "tool",
+    [
+        lambda weights, blocker: convert_pretrained(weights, blocker),
+        lambda weights, blocker: export(weights, blocker),
+        lambda weights, blocker: demo_into(weights, blocker / "out"),
+    ],
+    ids=["convert_pretrained", "export", "demo"],
+)
+def test_unwritable_output_one_line_exit_2(tool, tmp_path, capsys, one_thread):
+    """An output under a regular file cannot be created: one line, exit 2, before any work."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    weights = write_corrupt("truncated.pth", tmp_path)  # never read: the output is checked first
+    assert tool(weights, blocker) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if not GLOG.match(line)]
+    assert len(err) == 1 and "cannot create" in err[0], err

@@ -13,12 +13,13 @@ output loads with ``vitdet.checkpoint.load_checkpoint`` (``train.init_checkpoint
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 import torch
 from detectron2.config import instantiate
 
 from vitdet.checkpoint import FORMATS, CheckpointError, convert_checkpoint
-from vitdet.config import ConfigError, load_config, one_line
+from vitdet.config import ConfigError, load_config, one_line, writable_dir
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -39,6 +40,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     target = None
     try:
+        writable_dir(Path(args.output).resolve().parent, what="output")
         if args.config_file:
             cfg = load_config(args.config_file, args.opts)
             with torch.device("meta"):
