@@ -7,7 +7,9 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+import torch
 
+from vitdet.data.synthetic import generate
 from vitdet.modeling.vit import ViT
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,3 +112,20 @@ def tiny_overrides(output_dir, train_name: str, val_name: str, max_iter: int = 4
         "dataloader.train.num_workers=0",
         "dataloader.test.num_workers=0",
     ]
+
+
+def tiny_synthetic(root: Path) -> dict[str, tuple[str, str]]:
+    """8 train / 4 val synthetic images of 128 px under ``root``: {"train": (json, dir),
+    "val": (json, dir)}, the data of the tiny training runs."""
+    splits = generate(root, num_train=8, num_val=4, image_size=128, seed=0)
+    return {name.split("_")[1]: (str(j), str(d)) for name, (j, d) in splits.items()}
+
+
+def assert_same_run_state(got: dict, expected: dict) -> None:
+    """Two training checkpoints hold bit-identical weights and optimizer state."""
+    for key, value in expected["model"].items():
+        assert torch.equal(got["model"][key], value), key
+    wanted = expected["trainer"]["optimizer"]["state"]
+    for index, state in got["trainer"]["optimizer"]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(value, wanted[index][name]), (index, name)

@@ -25,10 +25,9 @@ from detectron2.utils import comm
 from vitdet.config import ConfigError
 from vitdet.data import loader as loader_module
 from vitdet.data.loader import PositionedSampler
-from vitdet.data.synthetic import generate
 from vitdet.engine.launcher import DistributedEnv, distributed_env, first_slurm_host, launch_main
 
-from helpers import REPO, load_tool
+from helpers import REPO, assert_same_run_state, load_tool, tiny_overrides, tiny_synthetic
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="gloo on Linux / macOS")
 
@@ -57,10 +56,7 @@ train_net = load_tool("train_net")
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    """8 train / 4 val synthetic images of 128 px: {"train": (json, dir), "val": (json, dir)}."""
-    root = tmp_path_factory.mktemp("synthetic")
-    splits = generate(root, num_train=8, num_val=4, image_size=128, seed=0)
-    return {name.split("_")[1]: (str(j), str(d)) for name, (j, d) in splits.items()}
+    return tiny_synthetic(tmp_path_factory.mktemp("synthetic"))
 
 
 def arguments(
@@ -78,40 +74,9 @@ def arguments(
         *flags,
         *("--register-coco", train_name, train_json, train_dir or image_dir),
         *("--register-coco", val_name, *data["val"]),
-        f"train.output_dir={output_dir}",
-        f"dataloader.train.dataset.names={train_name}",
-        f"dataloader.test.dataset.names={val_name}",
-        f"train.max_iter={MAX_ITER}",
-        "train.checkpointer.period=2",
-        "train.eval_period=0",  # one evaluation, after the last step
-        "train.log_period=1",
+        *tiny_overrides(output_dir, train_name, val_name, max_iter=MAX_ITER),
         "train.amp.enabled=False",  # fp32: the tolerance above is float32 rounding
-        "model.backbone.net.img_size=128",
-        "model.backbone.net.pretrain_img_size=128",
-        "model.backbone.net.embed_dim=32",
-        "model.backbone.net.depth=2",
-        "model.backbone.net.num_heads=2",
-        "model.backbone.net.window_size=4",
-        "model.backbone.net.global_attn_indexes=[1]",
-        "optimizer.params.num_layers=2",
-        "model.backbone.out_channels=32",
-        "model.proposal_generator.head.in_channels=32",
-        "model.proposal_generator.pre_nms_topk=[100,100]",
-        "model.proposal_generator.post_nms_topk=[50,50]",
-        "model.roi_heads.batch_size_per_image=16",
-        "model.roi_heads.box_head.input_shape.channels=32",
-        "model.roi_heads.box_head.fc_dims=[32]",
-        "model.roi_heads.box_predictor.input_shape.channels=32",
-        "model.roi_heads.mask_head.input_shape.channels=32",
-        "model.roi_heads.mask_head.conv_dims=[32,32]",
-        "dataloader.train.mapper.augmentations.1.target_height=128",
-        "dataloader.train.mapper.augmentations.1.target_width=128",
-        "dataloader.train.mapper.augmentations.2.crop_size=[128,128]",
-        "dataloader.test.mapper.augmentations.0.short_edge_length=128",
-        "dataloader.test.mapper.augmentations.0.max_size=128",
         f"dataloader.train.total_batch_size={TOTAL_BATCH}",
-        "dataloader.train.num_workers=0",
-        "dataloader.test.num_workers=0",
         *overrides,
     ]
 
@@ -231,13 +196,7 @@ def test_torchrun_resume_continues_exactly(two_processes, data, tmp_path):
     rows = [r for r in read_metrics(tmp_path) if "total_loss" in r]
     assert [r["iteration"] for r in rows] == [2, 3]  # continued, each row once
     resumed = load_pth(tmp_path / "model_final.pth")
-    uninterrupted = load_pth(two_processes / "model_final.pth")
-    for key, value in uninterrupted["model"].items():
-        assert torch.equal(resumed["model"][key], value), key
-    expected = uninterrupted["trainer"]["optimizer"]["state"]
-    for index, state in resumed["trainer"]["optimizer"]["state"].items():
-        for name, value in state.items():
-            assert torch.equal(value, expected[index][name]), (index, name)
+    assert_same_run_state(resumed, load_pth(two_processes / "model_final.pth"))
 
 
 def test_bad_image_in_one_rank_stops_the_job_with_one_line(data, tmp_path):

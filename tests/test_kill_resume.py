@@ -16,7 +16,7 @@ import torch
 
 from vitdet.data.synthetic import generate
 
-from helpers import REPO, tiny_overrides
+from helpers import REPO, assert_same_run_state, tiny_overrides
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 
@@ -93,9 +93,4 @@ def test_sigkill_then_resume_is_bit_identical(data, uninterrupted, tmp_path, kil
     assert not list(tmp_path.glob("*.tmp"))
     resumed = torch.load(tmp_path / "model_final.pth", weights_only=True)
     assert resumed["iteration"] == uninterrupted["iteration"] == MAX_ITER - 1
-    for key, value in uninterrupted["model"].items():
-        assert torch.equal(resumed["model"][key], value), key
-    expected = uninterrupted["trainer"]["optimizer"]["state"]
-    for index, state in resumed["trainer"]["optimizer"]["state"].items():
-        for name, value in state.items():
-            assert torch.equal(value, expected[index][name]), (index, name)
+    assert_same_run_state(resumed, uninterrupted)

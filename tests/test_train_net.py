@@ -18,7 +18,7 @@ from vitdet import device as device_module
 from vitdet.checkpoint import CheckpointError
 from vitdet.config import ConfigError, load_config, setup_datasets
 from vitdet.data.loader import build_resumable_train_loader
-from vitdet.data.synthetic import CLASSES, generate
+from vitdet.data.synthetic import CLASSES
 from vitdet.device import resolve_amp_dtype
 from vitdet.engine import build_trainer
 from vitdet.engine.run_state import RunCheckpointer
@@ -27,7 +27,7 @@ from vitdet.export import read_metadata
 from vitdet.predictor import Predictor
 from vitdet.provenance import Provenance, read_provenance
 
-from helpers import REPO, load_tool, tiny_overrides
+from helpers import REPO, load_tool, tiny_overrides, tiny_synthetic
 
 SYNTHETIC_CONFIG = str(REPO / "configs" / "Synthetic" / "mask_rcnn_vitdet_tiny.py")
 COCO_CONFIG = str(REPO / "configs" / "COCO" / "mask_rcnn_vitdet_b_100ep.py")
@@ -39,10 +39,7 @@ train_net = load_tool("train_net")
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    """8 train / 4 val synthetic images of 128 px: {"train": (json, dir), "val": (json, dir)}."""
-    root = tmp_path_factory.mktemp("synthetic")
-    splits = generate(root, num_train=8, num_val=4, image_size=128, seed=0)
-    return {name.split("_")[1]: (str(j), str(d)) for name, (j, d) in splits.items()}
+    return tiny_synthetic(tmp_path_factory.mktemp("synthetic"))
 
 
 def register_args(dataset) -> tuple[list[str], str, str]:
