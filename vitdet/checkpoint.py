@@ -649,9 +649,9 @@ def _read_pickle(path: str) -> object:
         raise CheckpointError(f"{path}: not a readable pickle ({first_line})") from e
 
 
-def _read_torch(path: str) -> object:
+def _read_torch(path: str, *, mmap: bool = False) -> object:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         # torch's message is a page; its "WeightsUnpickler error: Unsupported global: ..."
         # sentence names what was refused.
@@ -897,15 +897,19 @@ def load_checkpoint(
     )
 
 
-def read_run_state(path: str) -> dict:
+def read_run_state(path: str, *, mmap: bool = False) -> dict:
     """The whole payload of a checkpoint a training run wrote (model, optimizer, scheduler,
     iteration, trainer state), read with ``torch.load(weights_only=True)``: tensors and plain
     containers only. The model's state dict is under ``"model"``; load it with
-    ``load_state_dict_strict(model, ..., source_format="own")``."""
+    ``load_state_dict_strict(model, ..., source_format="own")``.
+
+    mmap: map the tensors' bytes instead of reading them (the checks below need only their
+    layout): reading the plain entries of a large file costs almost no I/O.
+    """
     local = PathManager.get_local_path(path)
     if Path(local).suffix == ".pkl":
         raise CheckpointError(f"{path}: a .pkl file is not a checkpoint written by a training run")
-    payload = _read_torch(local)
+    payload = _read_torch(local, mmap=mmap)
     if not isinstance(payload, Mapping) or not isinstance(payload.get(_STATE_KEY), Mapping):
         raise CheckpointError(f"{path}: not a training checkpoint (no '{_STATE_KEY}' state dict)")
     # Every tensor (model, optimizer state, ...) before any is copied or cast.

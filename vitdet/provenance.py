@@ -77,8 +77,6 @@ class Provenance:
 def read_provenance(path: str | os.PathLike) -> Provenance | None:
     """The provenance record of a training checkpoint; None for files without one (released
     model-zoo pickles, converted or third-party weights)."""
-    if Path(path).suffix == ".pkl":
-        return None
     payload = read_run_state_or_none(str(path))
     record = payload.get(PROVENANCE_KEY) if payload else None
     if record is None:
@@ -92,6 +90,7 @@ def read_run_state_or_none(path: str) -> dict | None:
     """The checkpoint payload, or None if the file is not a training checkpoint (other formats
     are the weight loader's business, which reports them properly)."""
     try:
-        return read_run_state(path)
+        # Mapped, not read: the predictor reads the weights afterwards, once.
+        return read_run_state(path, mmap=True)
     except CheckpointError:
         return None

@@ -125,7 +125,7 @@ def check_records(records: list[dict], *, name: str, num_classes: int) -> list[d
     built-in COCO / LVIS registrations): image files missing or empty and class indices out of
     range raise ``DatasetError``; annotations with a bad geometry are skipped, counted and
     logged; no usable annotation raises. Returns the records without the skipped annotations."""
-    missing = [r for r in records if not _is_nonempty_file(Path(), {"file_name": r["file_name"]})]
+    missing = [r for r in records if not _is_nonempty_file(Path(r["file_name"]))]
     if missing:
         raise DatasetError(
             f"dataset {name!r}: {len(missing)} of {len(records)} image files are missing or "
@@ -196,7 +196,7 @@ def _load_checked(json_file: Path, image_root: Path) -> tuple[dict, CocoCheck]:
     if not coco["categories"]:
         raise DatasetError(f"{json_file}: 'categories' is empty")
 
-    missing = [image for image in coco["images"] if not _is_nonempty_file(image_root, image)]
+    missing = [i for i in coco["images"] if not _is_nonempty_file(image_root / i["file_name"])]
     if missing:
         first = missing[0]
         raise DatasetError(
@@ -234,9 +234,9 @@ def _load_checked(json_file: Path, image_root: Path) -> tuple[dict, CocoCheck]:
     return {**coco, "annotations": kept}, check
 
 
-def _is_nonempty_file(image_root: Path, image: dict) -> bool:
+def _is_nonempty_file(path: Path) -> bool:
     try:
-        return (image_root / image["file_name"]).stat().st_size > 0
+        return path.stat().st_size > 0
     except OSError:
         return False
 
