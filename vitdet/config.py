@@ -3,9 +3,9 @@ evaluation, demo, export alike).
 
 - Overrides are checked: a key that is neither in the config nor an argument of the callable
   its node builds is an error with suggestions (detectron2 would silently add it).
-- Datasets are registered: ``--register-coco`` triples, and the synthetic set under
+- Datasets are registered: ``--register-coco`` triples, the synthetic set under
   ``$DETECTRON2_DATASETS/synthetic`` when a config names it (lazily: nothing is read or
-  generated until a run reads the data).
+  generated until a run reads the data), and seeded fixed subsets named ``<dataset>@<percent>%``.
 - ``model.roi_heads.num_classes`` follows the class list of the registered datasets.
 
 Loading a config has no other effect: what runs is what the config files name.
@@ -25,7 +25,7 @@ from detectron2.utils.registry import locate
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from .data import synthetic
+from .data import subset, synthetic
 from .data.coco import CHECKED_FLAG, check_records, register_coco
 
 __all__ = [
@@ -164,18 +164,24 @@ def _dataset_names(cfg: DictConfig) -> list[str]:
 
 def register_datasets(cfg: DictConfig, coco_datasets: Sequence[Sequence[str]] = ()) -> None:
     """Register ``(name, json_file, image_dir)`` COCO datasets, then the synthetic set if the
-    config reads it and it is not registered (lazily: generated when first read)."""
+    config reads it and it is not registered (lazily: generated when first read), then the
+    subsets the config names (``"synthetic_train@10%"``, ``vitdet.data.subset``)."""
     for name, json_file, image_dir in coco_datasets:
         register_coco(name, json_file, image_dir)
         logger.info(f"Registered COCO dataset {name}: {json_file}, images in {image_dir}")
-    for name in _dataset_names(cfg):
+    names = _dataset_names(cfg)
+    subsets = [name for name in names if subset.parse_subset_name(name)]
+    bases = [subset.parse_subset_name(name)[0] if name in subsets else name for name in names]
+    for name in bases:
         _check_builtin(name)
 
     wanted = {f"synthetic_{split}" for split in synthetic.SPLITS}
-    if wanted.intersection(_dataset_names(cfg)) - set(DatasetCatalog.keys()):
+    if wanted.intersection(bases) - set(DatasetCatalog.keys()):
         root = os.path.join(os.environ.get("DETECTRON2_DATASETS", "datasets"), "synthetic")
         synthetic.register_synthetic(root)
         logger.info(f"Registered the synthetic dataset under {root} (generated when first read)")
+    for name in subsets:  # "<base>@<percent>%": a seeded fixed subset of a registered base
+        subset.register_subset(name)
 
 
 def _check_builtin(name: str) -> None:

@@ -1,25 +1,30 @@
 #!/usr/bin/env python
-"""Does MAE pretraining help? MAE on the synthetic training images (labels unused), then the
-Synthetic ViTDet fine-tuned from it, against the same ViTDet from random initialisation with
-the same fine-tuning budget.
+"""Label-efficient detection from unlabeled images: MAE pretraining on unlabeled synthetic images,
+then the Synthetic ViTDet fine-tuned on 10% and on 100% of the labeled training images from the
+MAE backbone and from random initialisation, the same fine-tuning iterations for every arm.
 
-    python tools/benchmarks/mae.py --output-dir output/benchmark_mae
-    python tools/benchmarks/mae.py --output-dir output/benchmark_mae --finetune-iters 300
-    python tools/benchmarks/mae.py --output-dir output/b optimizer.lr=4e-4   # both arms
+    OMP_NUM_THREADS=1 nice -n 19 python tools/benchmarks/mae.py --output-dir output/benchmark_mae
+    python tools/benchmarks/mae.py --output-dir output/b --groups main --finetune-iters 300
 
-Trailing ``key=value`` arguments override the detector config of both fine-tuning runs.
+Stages; each is a tools/ run in its own folder under ``--output-dir`` that is skipped when done
+and resumed (``--resume``) when interrupted, so the same command continues a stopped benchmark:
 
-Steps (each resumes or is skipped when its output is complete, so a rerun continues):
-1. the synthetic set under $DETECTRON2_DATASETS/synthetic (generated when absent);
-2. tools/pretrain_mae.py with configs/MAE/mae_vit_tiny_synthetic.py -> <out>/mae;
-3. tools/train_net.py with configs/Synthetic/mask_rcnn_vitdet_tiny.py twice, at once:
-   <out>/finetune_mae (train.init_checkpoint=<out>/mae/model_final.pth) and
-   <out>/finetune_scratch (no init_checkpoint);
-4. <out>/results.md and results.json: box and mask AP of both on synthetic_val, with the
-   iterations each run did (its config as run: <out>/finetune_*/config.yaml).
+1. data: the labeled synthetic set (``$DETECTRON2_DATASETS/synthetic``, 600 train / 100 val) and
+   ``--unlabeled-images`` unlabeled images of another generator seed
+   (``$DETECTRON2_DATASETS/synthetic_unlabeled/train``: none is a labeled or validation image);
+2. pretraining (tools/pretrain_mae.py): ``mae`` (configs/MAE/mae_vit_tiny_synthetic_unlabeled.py)
+   and, for the conv-stem row, ``mae_convstem``;
+3. fine-tuning (tools/train_net.py), ``finetune_<arm>``: the arms of ``ARMS``, in the groups
+   ``main`` (MAE / random x 10% / 100% labels), ``sweep`` (the other lr of each recipe at 10%)
+   and ``variants`` (sin-cos positions, conv stem); 10% is the dataset ``synthetic_train@10%``
+   (``vitdet.data.subset``). Every arm evaluates on synthetic_val every ``--eval-period``
+   iterations, which gives the curves;
+4. ``results.md`` / ``results.json`` (the table, the goal check, CPU minutes) and ``curves.png``
+   (box and mask AP against fine-tuning iterations, one line per arm).
 
-Every process runs with OMP_NUM_THREADS=1 unless it is set: on a shared CPU one thread per
-process is faster than two that wait for each other.
+At most ``--jobs`` runs at a time (their processes inherit this one's niceness; each gets
+OMP_NUM_THREADS=1 unless set: on a shared CPU one thread per process is faster than two that
+wait for each other). Trailing ``key=value`` arguments override every fine-tuning run's config.
 """
 
 import argparse
@@ -28,150 +33,387 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+from matplotlib.figure import Figure
+from omegaconf import OmegaConf
 
 from vitdet.data import synthetic
 
 REPO = Path(__file__).resolve().parents[2]
-MAE_CONFIG = "configs/MAE/mae_vit_tiny_synthetic.py"
-DETECTOR_CONFIG = "configs/Synthetic/mask_rcnn_vitdet_tiny.py"
-ARMS = ("mae", "scratch")
-METRICS = ("AP", "AP50", "AP75")
+SCRATCH_CONFIG = "configs/Synthetic/mask_rcnn_vitdet_tiny.py"
+MAE_FT_CONFIG = "configs/Synthetic/mask_rcnn_vitdet_tiny_mae_ft.py"
+CONVSTEM_FT_CONFIG = "configs/Synthetic/mask_rcnn_vitdet_tiny_convstem_mae_ft.py"
+GROUPS = ("main", "sweep", "variants")
+GOAL_GAIN = 5.0  # box AP the MAE arm must gain over random initialisation at 10% labels
 
 
-def run(command: list[str], log: Path) -> subprocess.Popen:
-    """Start ``command`` in the repository with its output appended to ``log``."""
-    print(f"$ {' '.join(command)}  (log: {log})", flush=True)
+@dataclass(frozen=True)
+class Pretraining:
+    name: str  # folder under --output-dir
+    config: str
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str  # folder finetune_<name> under --output-dir
+    label: str  # its row in the table
+    group: str  # one of GROUPS
+    config: str
+    percent: int  # of the labeled training images
+    pretraining: str | None = None  # Pretraining.name whose model_final.pth initialises it
+    overrides: tuple[str, ...] = ()
+
+    @property
+    def init(self) -> str:
+        return "random" if self.pretraining is None else "MAE"
+
+
+PRETRAININGS = (
+    Pretraining("mae", "configs/MAE/mae_vit_tiny_synthetic_unlabeled.py"),
+    Pretraining("mae_convstem", "configs/MAE/mae_vit_tiny_synthetic_convstem.py"),
+)
+# In priority order: runs start in this order as the job slots free up.
+ARMS = (
+    Arm("random_10", "random init, from-scratch recipe", "main", SCRATCH_CONFIG, 10),
+    Arm("mae_10", "MAE init, fine-tuning recipe", "main", MAE_FT_CONFIG, 10, "mae"),
+    Arm("random_100", "random init, from-scratch recipe", "main", SCRATCH_CONFIG, 100),
+    Arm("mae_100", "MAE init, fine-tuning recipe", "main", MAE_FT_CONFIG, 100, "mae"),
+    Arm(
+        "random_10_lr5e-4",
+        "random init, from-scratch recipe, lr 5e-4",
+        "sweep",
+        SCRATCH_CONFIG,
+        10,
+        overrides=("optimizer.lr=5e-4",),
+    ),
+    Arm(
+        "mae_10_lr1e-3",
+        "MAE init, fine-tuning recipe, lr 1e-3",
+        "sweep",
+        MAE_FT_CONFIG,
+        10,
+        "mae",
+        ("optimizer.lr=1e-3",),
+    ),
+    Arm(
+        "mae_sincos_10",
+        "MAE init, fixed sin-cos positions",
+        "variants",
+        MAE_FT_CONFIG,
+        10,
+        "mae",
+        ("model.backbone.net.pos_embed_type=sincos",),
+    ),
+    Arm(
+        "mae_convstem_10",
+        "MAE init (conv-stem pretraining), conv stem",
+        "variants",
+        CONVSTEM_FT_CONFIG,
+        10,
+        "mae_convstem",
+    ),
+)
+
+
+@dataclass
+class Job:
+    """One tool run: its folder, its command, whether it is complete, what it waits for."""
+
+    name: str
+    folder: Path
+    command: list[str]
+    done: Callable[[], bool]
+    after: tuple[str, ...] = ()
+
+
+def eval_rows(folder: Path) -> list[dict]:
+    """The evaluation rows of a run's metrics.json (detection ``bbox/AP`` or MAE ``mae_eval``)."""
+    path = folder / "metrics.json"
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if "bbox/AP" in r or "mae_eval/loss" in r]
+
+
+def finished(folder: Path, max_iter: int) -> bool:
+    """The run wrote its final checkpoint and evaluated after its last iteration."""
+    rows = eval_rows(folder)
+    return (folder / "model_final.pth").is_file() and any(
+        r.get("train_iterations") == max_iter for r in rows
+    )
+
+
+def build_jobs(
+    out: Path, arms: Sequence[Arm], *, finetune_iters: int, eval_period: int, opts: Sequence[str]
+) -> list[Job]:
+    """The pretraining runs the arms need, then the arms, each with its tool command."""
+    python = sys.executable
+    wanted = {arm.pretraining for arm in arms} - {None}
+    jobs = []
+    for pre in PRETRAININGS:
+        if pre.name not in wanted:
+            continue
+        folder = out / pre.name
+        command = [python, "tools/pretrain_mae.py", "--resume", "--config-file", pre.config]
+        command += [f"train.output_dir={folder}"]
+        jobs.append(
+            Job(
+                pre.name,
+                folder,
+                command,
+                lambda f=folder: (f / "model_final.pth").is_file(),
+            )
+        )
+    # The from-scratch warm-up of 100 iterations, as a fraction of the fine-tuning schedule.
+    schedule = [
+        f"train.max_iter={finetune_iters}",
+        f"lr_multiplier.warmup_length={100 / finetune_iters}",
+        f"train.eval_period={eval_period}",
+        f"train.checkpointer.period={eval_period}",
+    ]
+    for arm in arms:
+        folder = out / f"finetune_{arm.name}"
+        command = [python, "tools/train_net.py", "--resume", "--config-file", arm.config]
+        command += [f"train.output_dir={folder}"]
+        if arm.percent != 100:
+            command += [f"dataloader.train.dataset.names=synthetic_train@{arm.percent}%"]
+        if arm.pretraining is not None:
+            command += [f"train.init_checkpoint={out / arm.pretraining / 'model_final.pth'}"]
+        command += [*schedule, *arm.overrides, *opts]
+        after = () if arm.pretraining is None else (arm.pretraining,)
+        done = lambda f=folder: finished(f, finetune_iters)  # noqa: E731
+        jobs.append(Job(arm.name, folder, command, done, after))
+    return jobs
+
+
+def start(job: Job) -> subprocess.Popen:
+    """Start ``job`` in the repository with its output appended to <folder>/stdout.log."""
+    job.folder.mkdir(parents=True, exist_ok=True)
+    log = job.folder / "stdout.log"
+    print(f"$ {' '.join(job.command)}  (log: {log})", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     with open(log, "a") as f:
-        return subprocess.Popen(command, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=env)
+        return subprocess.Popen(job.command, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=env)
 
 
-def wait(processes: dict[str, subprocess.Popen]) -> None:
-    failed = [name for name, p in processes.items() if p.wait() != 0]
-    if failed:
-        raise SystemExit(f"benchmarks/mae.py: failed: {', '.join(failed)} (see the logs)")
+def run_jobs(
+    jobs: Sequence[Job],
+    *,
+    max_jobs: int,
+    launch: Callable[[Job], subprocess.Popen] = start,
+    poll_seconds: float = 10.0,
+) -> list[str]:
+    """Run the jobs that are not done, at most ``max_jobs`` at a time, each after the jobs it
+    waits for; returns the names of those started. Raises SystemExit naming failed runs."""
+    pending = [job for job in jobs if not job.done()]
+    done = {job.name for job in jobs if job not in pending}
+    running: dict[str, subprocess.Popen] = {}
+    started, failed = [], []
+    while pending or running:
+        for job in list(pending):
+            if len(running) >= max_jobs:
+                break
+            if all(name in done for name in job.after):
+                running[job.name] = launch(job)
+                started.append(job.name)
+                pending.remove(job)
+        if not running:  # what is left waits for a failed run
+            break
+        time.sleep(poll_seconds)
+        for name, process in list(running.items()):
+            if process.poll() is None:
+                continue
+            del running[name]
+            job = next(j for j in jobs if j.name == name)
+            if process.returncode == 0 and job.done():
+                done.add(name)
+            else:
+                failed.append(name)
+    if failed or pending:
+        skipped = [job.name for job in pending]
+        raise SystemExit(
+            f"benchmarks/mae.py: failed: {', '.join(failed)}; not run: {', '.join(skipped)} "
+            "(see each folder's stdout.log; rerun the same command to resume)"
+        )
+    return started
 
 
-def pretrain(out: Path, data_root: Path, iters: int | None) -> tuple[Path, float]:
-    """MAE checkpoint and pretraining minutes (from the run's own timer)."""
-    mae_dir = out / "mae"
-    checkpoint = mae_dir / "model_final.pth"
-    if not checkpoint.exists():
-        mae_dir.mkdir(parents=True, exist_ok=True)
-        command = [
-            sys.executable,
-            "tools/pretrain_mae.py",
-            "--resume",
-            "--config-file",
-            MAE_CONFIG,
-            f"train.output_dir={mae_dir}",
-            f"dataloader.train.dataset.root={data_root / 'train'}",
-            f"dataloader.test.root={data_root / 'val'}",
-        ]
-        command += [f"train.max_iter={iters}"] if iters else []
-        wait({"pretraining": run(command, mae_dir / "stdout.log")})
-    return checkpoint, _train_minutes(mae_dir)
-
-
-def finetune(
-    out: Path, mae_checkpoint: Path, iters: int | None, overrides: list[str]
-) -> dict[str, dict]:
-    """{arm: eval results} of the two fine-tuning runs, started together."""
-    processes = {}
-    for arm in ARMS:
-        arm_dir = out / f"finetune_{arm}"
-        if (arm_dir / "model_final.pth").exists() and (arm_dir / "eval_results.json").exists():
-            continue
-        arm_dir.mkdir(parents=True, exist_ok=True)
-        command = [
-            sys.executable,
-            "tools/train_net.py",
-            "--resume",
-            "--config-file",
-            DETECTOR_CONFIG,
-            f"train.output_dir={arm_dir}",
-        ]
-        command += [f"train.init_checkpoint={mae_checkpoint}"] if arm == "mae" else []
-        command += [*overrides, *([f"train.max_iter={iters}"] if iters else [])]
-        processes[arm] = run(command, arm_dir / "stdout.log")
-    wait(processes)
-    results = {}
-    for arm in ARMS:
-        arm_dir = out / f"finetune_{arm}"
-        results[arm] = json.loads((arm_dir / "eval_results.json").read_text())
-        results[arm]["train_minutes"] = _train_minutes(arm_dir)
-        results[arm]["iterations"] = _iterations(arm_dir)
-    return results
-
-
-def _train_minutes(run_dir: Path) -> float:
-    """Training wall-clock minutes of a run (evaluations excluded), from its metrics.json."""
-    seconds = [
-        row["train_seconds"]
-        for row in map(json.loads, (run_dir / "metrics.json").read_text().splitlines())
-        if "train_seconds" in row
-    ]
-    return max(seconds, default=float("nan")) / 60
-
-
-def _iterations(run_dir: Path) -> int:
-    """Training iterations a run did, from its metrics.json."""
-    rows = map(json.loads, (run_dir / "metrics.json").read_text().splitlines())
-    return 1 + max(row["iteration"] for row in rows if "total_loss" in row)
-
-
-def last_mae_loss(mae_dir: Path) -> tuple[int, float]:
-    """(iteration, masked-patch loss) of the last MAE evaluation."""
-    rows = map(json.loads, (mae_dir / "metrics.json").read_text().splitlines())
-    evaluations = [(r["iteration"], r["mae_eval/loss"]) for r in rows if "mae_eval/loss" in r]
-    return evaluations[-1]
-
-
-def write_results(out: Path, results: dict, mae_minutes: float) -> str:
-    iteration, loss = last_mae_loss(out / "mae")
-    pictures = sorted((out / "mae" / "reconstructions").glob("*.png"))
-    summary = {
-        "mae": {"iterations": iteration, "masked_patch_loss": loss, "train_minutes": mae_minutes},
-        "finetune": results,
+def arm_results(out: Path, arm: Arm) -> dict:
+    """Final and per-evaluation AP of an arm, its recipe values and CPU minutes."""
+    rows = [r for r in eval_rows(out / f"finetune_{arm.name}") if "bbox/AP" in r]
+    final = rows[-1]
+    return {
+        "name": arm.name,
+        "label": arm.label,
+        "group": arm.group,
+        "init": arm.init,
+        "percent": arm.percent,
+        "recipe": recipe(out / f"finetune_{arm.name}"),
+        "box": {m: final[f"bbox/{m}"] for m in ("AP", "AP50", "AP75")},
+        "mask": {m: final[f"segm/{m}"] for m in ("AP", "AP50", "AP75")},
+        "curve": [
+            {"iteration": int(r["train_iterations"]), "box": r["bbox/AP"], "mask": r["segm/AP"]}
+            for r in rows
+        ],
+        "cpu_minutes": final["train_cpu_seconds"] / 60,
     }
+
+
+def recipe(folder: Path) -> dict:
+    """lr, layer-wise lr decay and drop path of a run, from its config.yaml."""
+    cfg = OmegaConf.load(folder / "config.yaml")
+    return {
+        "lr": cfg.optimizer.lr,
+        "lr_decay": cfg.optimizer.params.lr_decay_rate,
+        "drop_path": cfg.model.backbone.net.drop_path_rate,
+    }
+
+
+def pretraining_results(folder: Path) -> dict:
+    """Masked-patch loss on the validation crops at each evaluation, CPU minutes."""
+    rows = [r for r in eval_rows(folder) if "mae_eval/loss" in r]
+    pictures = sorted((folder / "reconstructions").glob("*.png"))
+    return {
+        "iterations": int(rows[-1]["train_iterations"]),
+        "loss": [(int(r["train_iterations"]), r["mae_eval/loss"]) for r in rows],
+        "cpu_minutes": rows[-1]["train_cpu_seconds"] / 60,
+        "reconstructions": str(pictures[-1]) if pictures else None,
+    }
+
+
+def goal(arms: Sequence[dict]) -> dict:
+    """The issue's goal: best MAE arm >= best random arm + GOAL_GAIN box AP at 10% labels
+    (each init's best over its lr sweep, variants excluded); at 100%, MAE no worse."""
+
+    def best(init: str, percent: int) -> dict | None:
+        candidates = [
+            a
+            for a in arms
+            if a["init"] == init and a["percent"] == percent and a["group"] != "variants"
+        ]
+        return max(candidates, key=lambda a: a["box"]["AP"], default=None)
+
+    result = {}
+    for percent, margin in ((10, GOAL_GAIN), (100, 0.0)):
+        mae, random = best("MAE", percent), best("random", percent)
+        if mae is None or random is None:
+            continue
+        gain = mae["box"]["AP"] - random["box"]["AP"]
+        result[f"{percent}%"] = {
+            "mae": mae["name"],
+            "random": random["name"],
+            "box_AP_gain": gain,
+            "needed": margin,
+            "met": gain >= margin,
+        }
+    return result
+
+
+def write_results(out: Path, arms: Sequence[Arm], finetune_iters: int) -> str:
+    """results.json, results.md and curves.png from the finished runs; returns the markdown."""
+    results = [arm_results(out, arm) for arm in arms]
+    pretrainings = {
+        pre.name: pretraining_results(out / pre.name)
+        for pre in PRETRAININGS
+        if any(arm.pretraining == pre.name for arm in arms)
+    }
+    summary = {"pretraining": pretrainings, "finetune": results, "goal": goal(results)}
     (out / "results.json").write_text(json.dumps(summary, indent=2))
-    header = " | ".join(f"{task} {m}" for task in ("box", "mask") for m in METRICS)
-    rows = [
-        f"| initialisation | {header} | fine-tuning iterations | minutes |",
-        "|---" * (3 + 2 * len(METRICS)) + "|",
-    ]
-    for arm, label in (("mae", "MAE (this benchmark)"), ("scratch", "random")):
-        r = results[arm]
-        values = " | ".join(f"{r[task][m]:.1f}" for task in ("bbox", "segm") for m in METRICS)
-        rows.append(f"| {label} | {values} | {r['iterations']} | {r['train_minutes']:.0f} |")
-    text = (
-        f"MAE: {iteration} iterations ({mae_minutes:.0f} min), masked-patch loss {loss:.3f} "
-        f"on synthetic_val; last reconstructions: {pictures[-1] if pictures else '-'}\n"
-        f"Fine-tuning: the same recipe ({DETECTOR_CONFIG}) for both; AP on synthetic_val "
-        "(100 images)\n\n" + "\n".join(rows) + "\n"
+    iterations = [point["iteration"] for point in results[0]["curve"]]
+    header = (
+        "| arm | labels | init | lr | lr decay | drop path | box AP | box AP50 | box AP75 "
+        "| mask AP | mask AP50 | box AP at " + " / ".join(map(str, iterations)) + " it "
+        "| fine-tuning CPU min |"
     )
-    (out / "results.md").write_text(text)
-    return text
+    lines = [header, "|---" * 12 + "|"]
+    for r in results:
+        rec = r["recipe"]
+        curve = " / ".join(f"{p['box']:.1f}" for p in r["curve"])
+        lines.append(
+            f"| {r['label']} | {r['percent']}% | {r['init']} | {rec['lr']:g} | {rec['lr_decay']:g} "
+            f"| {rec['drop_path']:g} | {r['box']['AP']:.1f} | {r['box']['AP50']:.1f} "
+            f"| {r['box']['AP75']:.1f} | {r['mask']['AP']:.1f} | {r['mask']['AP50']:.1f} "
+            f"| {curve} | {r['cpu_minutes']:.1f} |"
+        )
+    text = [f"Fine-tuning: {finetune_iters} iterations of batch 8 for every arm; AP on "
+            "synthetic_val (100 images).", ""]  # fmt: skip
+    for name, pre in pretrainings.items():
+        losses = ", ".join(f"{loss:.3f}" for _, loss in pre["loss"])
+        text.append(
+            f"Pretraining `{name}`: {pre['iterations']} iterations, {pre['cpu_minutes']:.1f} CPU "
+            f"min; masked-patch loss on the validation crops at each evaluation: {losses}; last "
+            f"reconstructions: {pre['reconstructions']}"
+        )
+    text += ["", *lines, ""]
+    for percent, g in summary["goal"].items():
+        verdict = "met" if g["met"] else "missed"
+        text.append(
+            f"Goal at {percent} labels ({g['mae']} vs {g['random']}): box AP gain "
+            f"{g['box_AP_gain']:+.1f}, needed >= {g['needed']:+.1f}: {verdict}"
+        )
+    markdown = "\n".join(text) + "\n"
+    (out / "results.md").write_text(markdown)
+    plot_curves(results, out / "curves.png")
+    return markdown
 
 
-def main() -> None:
+def plot_curves(results: Sequence[dict], path: Path) -> None:
+    """Box AP (solid) and mask AP (dashed) against fine-tuning iterations: one panel per label
+    fraction, one colour per arm."""
+    percents = sorted({r["percent"] for r in results})
+    figure = Figure(figsize=(6 * len(percents), 4.5))
+    axes = figure.subplots(1, len(percents), squeeze=False)[0]
+    for ax, percent in zip(axes, percents, strict=True):
+        for index, r in enumerate(r for r in results if r["percent"] == percent):
+            x = [p["iteration"] for p in r["curve"]]
+            colour = f"C{index}"
+            ax.plot(x, [p["box"] for p in r["curve"]], "-o", color=colour, label=r["label"])
+            ax.plot(x, [p["mask"] for p in r["curve"]], "--", color=colour, alpha=0.6)
+        ax.set_title(f"{percent}% of the labeled images (solid: box AP, dashed: mask AP)")
+        ax.set_xlabel("fine-tuning iterations (batch 8)")
+        ax.set_ylabel("AP on synthetic_val")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", required=True, type=Path)
-    parser.add_argument("--pretrain-iters", type=int, help="default: the MAE config's")
-    parser.add_argument("--finetune-iters", type=int, help="default: the Synthetic config's")
-    parser.add_argument("opts", nargs="*", help="detector config overrides key=value")
-    args = parser.parse_args()
+    parser.add_argument("--groups", default=",".join(GROUPS), help="of: " + ", ".join(GROUPS))
+    parser.add_argument("--finetune-iters", type=int, default=600)
+    parser.add_argument("--eval-period", type=int, default=150)
+    parser.add_argument("--unlabeled-images", type=int, default=4000)
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
+    parser.add_argument("opts", nargs="*", help="fine-tuning config overrides key=value")
+    args = parser.parse_args(argv)
+    groups = args.groups.split(",")
+    if unknown := set(groups) - set(GROUPS):
+        parser.error(f"unknown groups {sorted(unknown)}; choose from {', '.join(GROUPS)}")
     out = args.output_dir.resolve()
     out.mkdir(parents=True, exist_ok=True)
 
-    start = time.perf_counter()
-    data_root = Path(os.environ.get("DETECTRON2_DATASETS", "datasets")).resolve() / "synthetic"
-    synthetic.generate(data_root)  # returns at once when the set is there and complete
-    mae_checkpoint, mae_minutes = pretrain(out, data_root, args.pretrain_iters)
-    results = finetune(out, mae_checkpoint, args.finetune_iters, args.opts)
-    print(write_results(out, results, mae_minutes))
-    print(f"benchmark wall-clock: {(time.perf_counter() - start) / 60:.0f} min")
+    start_time = time.perf_counter()
+    datasets = Path(os.environ.get("DETECTRON2_DATASETS", "datasets")).resolve()
+    synthetic.generate(datasets / "synthetic")  # at once when the set is there and complete
+    synthetic.generate(
+        datasets / "synthetic_unlabeled", num_train=args.unlabeled_images, num_val=0, seed=1
+    )
+    arms = [arm for arm in ARMS if arm.group in groups]
+    jobs = build_jobs(
+        out,
+        arms,
+        finetune_iters=args.finetune_iters,
+        eval_period=args.eval_period,
+        opts=args.opts,
+    )
+    run_jobs(jobs, max_jobs=args.jobs)
+    print(write_results(out, arms, args.finetune_iters))
+    print(f"written: {out / 'results.md'}, {out / 'curves.png'}")
+    print(f"benchmark wall-clock: {(time.perf_counter() - start_time) / 60:.0f} min")
 
 
 if __name__ == "__main__":

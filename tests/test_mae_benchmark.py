@@ -1,0 +1,235 @@
+"""Seeded label subsets (``<dataset>@<percent>%``) and tools/benchmarks/mae.py's stages: which
+runs start, in what order, what is skipped or resumed, the table, the goal check and the
+picture. The tools are never run: a fake launcher writes what a finished run writes."""
+
+import json
+from pathlib import Path
+
+import pytest
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from vitdet.config import load_config, register_datasets
+from vitdet.data import DatasetError, register_coco
+from vitdet.data.subset import parse_subset_name, select_subset, subset_indices
+
+from helpers import REPO, load_tool, tiny_synthetic
+
+SYNTHETIC = REPO / "configs" / "Synthetic" / "mask_rcnn_vitdet_tiny.py"
+
+
+# --- subsets --------------------------------------------------------------------------------
+
+
+def test_subset_is_seeded_sized_and_nested():
+    ten = subset_indices(600, 10)
+    assert ten == subset_indices(600, 10)  # the same images every time
+    assert len(ten) == 60 and len(set(ten)) == 60 and ten == sorted(ten)
+    assert all(0 <= i < 600 for i in ten)
+    assert set(ten) < set(subset_indices(600, 20))  # 10% is inside 20%
+    assert subset_indices(600, 100) == list(range(600))
+    assert ten != subset_indices(600, 10, seed=1)
+    assert len(subset_indices(7, 1)) == 1  # never empty
+    assert len(subset_indices(600, 2.5)) == 15
+
+
+def test_subset_chooses_by_image_id_not_by_load_order():
+    records = [{"image_id": i, "file_name": f"{i}.jpg"} for i in range(50)]
+    chosen = select_subset(records, 20)
+    assert len(chosen) == 10
+    again = select_subset(records[::-1], 20)
+    assert {r["image_id"] for r in again} == {r["image_id"] for r in chosen}
+    assert [r["image_id"] for r in again] == sorted((r["image_id"] for r in chosen), reverse=True)
+    with pytest.raises(DatasetError, match="unique image_id"):
+        select_subset(records + records[:1], 20)
+
+
+def test_subset_names():
+    assert parse_subset_name("synthetic_train@10%") == ("synthetic_train", 10.0)
+    assert parse_subset_name("coco@home@2.5%") == ("coco@home", 2.5)
+    assert parse_subset_name("synthetic_train") is None
+    assert parse_subset_name("synthetic_train@10") is None
+    for bad in ("a@0%", "a@150%"):
+        with pytest.raises(DatasetError, match=r"\(0, 100\]"):
+            parse_subset_name(bad)
+
+
+def test_config_names_a_subset_of_a_registered_dataset(tmp_path):
+    splits = tiny_synthetic(tmp_path / "data")
+    base = f"shapes_{tmp_path.name}"
+    register_coco(base, *splits["train"])
+    name = f"{base}@25%"
+    cfg = load_config(SYNTHETIC, [f"dataloader.train.dataset.names={name}"])
+    try:
+        register_datasets(cfg)
+        records = DatasetCatalog.get(name)
+        everything = DatasetCatalog.get(base)
+        assert len(records) == 2  # 25% of 8 images
+        assert {r["file_name"] for r in records} < {r["file_name"] for r in everything}
+        assert [r["image_id"] for r in records] == [
+            r["image_id"] for r in select_subset(everything, 25)
+        ]
+        meta = MetadataCatalog.get(name)
+        assert meta.thing_classes == MetadataCatalog.get(base).thing_classes
+        assert meta.get("json_file") is None  # an evaluation converts the subset's records
+        register_datasets(cfg)  # again: nothing changes
+        missing = load_config(SYNTHETIC, ["dataloader.train.dataset.names=nowhere@10%"])
+        with pytest.raises(DatasetError, match="'nowhere' is not registered"):
+            register_datasets(missing)
+    finally:
+        for registered in (name, base):
+            DatasetCatalog.remove(registered)
+            MetadataCatalog.remove(registered)
+
+
+# --- the benchmark's stages -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return load_tool("benchmarks/mae")
+
+
+def value(command: list[str], key: str) -> str | None:
+    found = [c.split("=", 1)[1] for c in command if c.startswith(f"{key}=")]
+    return found[-1] if found else None
+
+
+def test_jobs_commands(bench, tmp_path):
+    built = bench.build_jobs(
+        tmp_path, bench.ARMS, finetune_iters=300, eval_period=100, opts=["optimizer.lr=1e-4"]
+    )
+    jobs = {job.name: job for job in built}
+    assert list(jobs) == ["mae", "mae_convstem", *(arm.name for arm in bench.ARMS)]
+    for job in jobs.values():
+        assert "--resume" in job.command
+        assert value(job.command, "train.output_dir") == str(job.folder)
+    mae10, random100 = jobs["mae_10"].command, jobs["random_100"].command
+    assert value(mae10, "dataloader.train.dataset.names") == "synthetic_train@10%"
+    assert value(random100, "dataloader.train.dataset.names") is None  # the config's, all
+    assert value(mae10, "train.init_checkpoint") == str(tmp_path / "mae" / "model_final.pth")
+    assert value(random100, "train.init_checkpoint") is None
+    assert jobs["mae_10"].after == ("mae",) and jobs["random_10"].after == ()
+    assert jobs["mae_convstem_10"].after == ("mae_convstem",)
+    for arm in ("mae_10", "random_100"):  # one schedule for every arm; the user's opts last
+        command = jobs[arm].command
+        assert value(command, "train.max_iter") == "300"
+        assert value(command, "train.eval_period") == "100"
+        assert value(command, "lr_multiplier.warmup_length") == str(100 / 300)
+        assert command[-1] == "optimizer.lr=1e-4"
+    assert value(jobs["mae_10_lr1e-3"].command, "optimizer.lr") == "1e-4"  # the user's wins
+    main = bench.build_jobs(tmp_path, [a for a in bench.ARMS if a.group == "main"],
+                            finetune_iters=300, eval_period=100, opts=[])  # fmt: skip
+    assert "mae_convstem" not in {job.name for job in main}  # only the pretraining it needs
+
+
+def finished_run(bench, folder: Path, curve: list[tuple[int, float]], lr: float) -> None:
+    """What a finished fine-tuning run leaves: metrics.json eval rows, config.yaml, weights."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [{"iteration": it - 1, "total_loss": 1.0} for it, _ in curve]
+    rows += [
+        {"iteration": it - 1, "train_iterations": it, "train_cpu_seconds": 6.0 * it,
+         "bbox/AP": ap, "bbox/AP50": ap + 20, "bbox/AP75": ap - 5,
+         "segm/AP": ap - 3, "segm/AP50": ap + 15, "segm/AP75": ap - 8}
+        for it, ap in curve
+    ]  # fmt: skip
+    (folder / "metrics.json").write_text("\n".join(map(json.dumps, rows)) + "\n")
+    (folder / "config.yaml").write_text(
+        f"optimizer:\n  lr: {lr}\n  params:\n    lr_decay_rate: 0.75\n"
+        "model:\n  backbone:\n    net:\n      drop_path_rate: 0.1\n"
+    )
+    (folder / "model_final.pth").write_bytes(b"")
+
+
+class FakeProcess:
+    """A run that finishes at its first poll, having written ``on_finish``'s files."""
+
+    def __init__(self, on_finish, returncode: int = 0):
+        self.on_finish, self.returncode = on_finish, None
+        self._code = returncode
+
+    def poll(self):
+        if self.returncode is None:
+            self.on_finish()
+            self.returncode = self._code
+        return self.returncode
+
+
+def test_stages_skip_done_runs_respect_order_and_report_failures(bench, tmp_path):
+    arms = [a for a in bench.ARMS if a.group == "main"]
+    jobs = bench.build_jobs(tmp_path, arms, finetune_iters=300, eval_period=100, opts=[])
+    finished_run(bench, tmp_path / "finetune_random_10", [(100, 5.0), (300, 9.0)], 1e-3)
+    half = tmp_path / "finetune_random_100"  # interrupted: no final evaluation yet
+    finished_run(bench, half, [(100, 5.0)], 1e-3)
+    (half / "model_final.pth").unlink()
+    started = []
+
+    def launch(job):
+        assert all(dep in done_names() for dep in job.after), job.name
+        started.append(job.name)
+
+        def finish():
+            if job.name == "mae":
+                (job.folder).mkdir(parents=True, exist_ok=True)
+                (job.folder / "model_final.pth").write_bytes(b"")
+            else:
+                finished_run(bench, job.folder, [(100, 1.0), (300, 2.0)], 5e-4)
+
+        return FakeProcess(finish)
+
+    def done_names():
+        return {job.name for job in jobs if job.done()}
+
+    assert bench.run_jobs(jobs, max_jobs=2, launch=launch, poll_seconds=0) == started
+    # random_10 was complete; random_100 is resumed (its command has --resume); mae_* after mae.
+    assert sorted(started) == ["mae", "mae_10", "mae_100", "random_100"]
+    assert started.index("mae") < started.index("mae_10")
+    assert bench.run_jobs(jobs, max_jobs=2, launch=launch, poll_seconds=0) == []  # all done
+
+    fresh = bench.build_jobs(tmp_path / "again", arms, finetune_iters=300, eval_period=100, opts=[])
+    # Runs that do not wait for the failed pretraining still run; those that do are named.
+    with pytest.raises(
+        SystemExit, match="failed: mae, random_10, random_100; not run: mae_10, mae_100"
+    ):
+        bench.run_jobs(
+            fresh, max_jobs=1, launch=lambda job: FakeProcess(lambda: None, 1), poll_seconds=0
+        )
+
+
+def test_results_table_goal_and_picture(bench, tmp_path):
+    arms = [a for a in bench.ARMS if a.group in ("main", "sweep")]
+    curves = {  # final box AP: MAE wins by 6 at 10% (its sweep's best), loses by 1 at 100%
+        "random_10": [(150, 10.0), (300, 20.0)],
+        "random_10_lr5e-4": [(150, 12.0), (300, 22.0)],
+        "mae_10": [(150, 20.0), (300, 26.0)],
+        "mae_10_lr1e-3": [(150, 21.0), (300, 28.0)],
+        "random_100": [(150, 30.0), (300, 50.0)],
+        "mae_100": [(150, 35.0), (300, 49.0)],
+    }
+    for name, curve in curves.items():
+        finished_run(bench, tmp_path / f"finetune_{name}", curve, 1e-3)
+    mae_rows = [
+        {"train_iterations": it, "train_cpu_seconds": it / 2, "mae_eval/loss": loss}
+        for it, loss in ((600, 0.6), (1200, 0.4))
+    ]
+    (tmp_path / "mae").mkdir()
+    (tmp_path / "mae" / "metrics.json").write_text("\n".join(map(json.dumps, mae_rows)))
+
+    text = bench.write_results(tmp_path, arms, 300)
+    assert "Pretraining `mae`: 1200 iterations, 10.0 CPU min" in text
+    assert "0.600, 0.400" in text
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + len(arms)  # the header and one row per arm
+    header, row = ([c.strip() for c in line.strip("|").split("|")] for line in table[:3:2])
+    cells = dict(zip(header, row, strict=True))
+    assert cells["arm"] == "MAE init, fine-tuning recipe" and cells["labels"] == "10%"
+    assert cells["box AP"] == "26.0" and cells["mask AP"] == "23.0"
+    assert cells["box AP at 150 / 300 it"] == "20.0 / 26.0"
+    assert cells["fine-tuning CPU min"] == "30.0"
+    summary = json.loads((tmp_path / "results.json").read_text())
+    goal = summary["goal"]
+    assert goal["10%"]["mae"] == "mae_10_lr1e-3" and goal["10%"]["random"] == "random_10_lr5e-4"
+    assert goal["10%"]["box_AP_gain"] == pytest.approx(6.0) and goal["10%"]["met"]
+    assert goal["100%"]["box_AP_gain"] == pytest.approx(-1.0) and not goal["100%"]["met"]
+    assert "Goal at 10% labels (mae_10_lr1e-3 vs random_10_lr5e-4): box AP gain +6.0" in text
+    assert (tmp_path / "results.md").read_text() == text
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
