@@ -99,7 +99,11 @@ def test_jobs_commands(bench, tmp_path):
         tmp_path, bench.ARMS, finetune_iters=300, eval_period=100, opts=["optimizer.lr=1e-4"]
     )
     jobs = {job.name: job for job in built}
-    assert list(jobs) == ["mae", "mae_convstem", *(arm.name for arm in bench.ARMS)]
+    # The start priority: ARMS order, each pretraining just before the first arm needing it.
+    assert list(jobs) == [
+        "random_10", "mae", "mae_10", "random_100", "mae_100", "random_10_lr5e-4",
+        "mae_10_lr1e-3", "mae_sincos_10", "mae_convstem", "mae_convstem_10",
+    ]  # fmt: skip
     for job in jobs.values():
         assert "--resume" in job.command
         assert value(job.command, "train.output_dir") == str(job.folder)
@@ -188,7 +192,7 @@ def test_stages_skip_done_runs_respect_order_and_report_failures(bench, tmp_path
     fresh = bench.build_jobs(tmp_path / "again", arms, finetune_iters=300, eval_period=100, opts=[])
     # Runs that do not wait for the failed pretraining still run; those that do are named.
     with pytest.raises(
-        SystemExit, match="failed: mae, random_10, random_100; not run: mae_10, mae_100"
+        SystemExit, match="failed: random_10, mae, random_100; not run: mae_10, mae_100"
     ):
         bench.run_jobs(
             fresh, max_jobs=1, launch=lambda job: FakeProcess(lambda: None, 1), poll_seconds=0

@@ -149,24 +149,11 @@ def finished(folder: Path, max_iter: int) -> bool:
 def build_jobs(
     out: Path, arms: Sequence[Arm], *, finetune_iters: int, eval_period: int, opts: Sequence[str]
 ) -> list[Job]:
-    """The pretraining runs the arms need, then the arms, each with its tool command."""
+    """The arms' runs in ARMS order (the start priority), each pretraining just before the first
+    arm that needs it, each with its tool command."""
     python = sys.executable
-    wanted = {arm.pretraining for arm in arms} - {None}
     jobs = []
-    for pre in PRETRAININGS:
-        if pre.name not in wanted:
-            continue
-        folder = out / pre.name
-        command = [python, "tools/pretrain_mae.py", "--resume", "--config-file", pre.config]
-        command += [f"train.output_dir={folder}"]
-        jobs.append(
-            Job(
-                pre.name,
-                folder,
-                command,
-                lambda f=folder: (f / "model_final.pth").is_file(),
-            )
-        )
+    pretrainings = {pre.name: pre for pre in PRETRAININGS}
     # The from-scratch warm-up of 100 iterations, as a fraction of the fine-tuning schedule.
     schedule = [
         f"train.max_iter={finetune_iters}",
@@ -175,6 +162,13 @@ def build_jobs(
         f"train.checkpointer.period={eval_period}",
     ]
     for arm in arms:
+        if arm.pretraining is not None and arm.pretraining not in {job.name for job in jobs}:
+            pre = pretrainings[arm.pretraining]
+            folder = out / pre.name
+            command = [python, "tools/pretrain_mae.py", "--resume", "--config-file", pre.config]
+            command += [f"train.output_dir={folder}"]
+            done = lambda f=folder: (f / "model_final.pth").is_file()  # noqa: E731
+            jobs.append(Job(pre.name, folder, command, done))
         folder = out / f"finetune_{arm.name}"
         command = [python, "tools/train_net.py", "--resume", "--config-file", arm.config]
         command += [f"train.output_dir={folder}"]
@@ -384,8 +378,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", required=True, type=Path)
     parser.add_argument("--groups", default=",".join(GROUPS), help="of: " + ", ".join(GROUPS))
-    parser.add_argument("--finetune-iters", type=int, default=600)
-    parser.add_argument("--eval-period", type=int, default=150)
+    parser.add_argument("--finetune-iters", type=int, default=400)
+    parser.add_argument("--eval-period", type=int, default=100)
     parser.add_argument("--unlabeled-images", type=int, default=4000)
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
     parser.add_argument("opts", nargs="*", help="fine-tuning config overrides key=value")
