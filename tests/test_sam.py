@@ -11,6 +11,7 @@ from vitdet.checkpoint import CheckpointError
 from vitdet.config import load_config
 from vitdet.modeling import onednn
 from vitdet.modeling.sam import LinMlp
+from vitdet.modeling.sam.transformer import Attention, fused_attn_applies
 from vitdet.modeling.vit import Block
 from vitdet.sam import build_sam, sam_model_registry
 from vitdet.sam.masks import masks_to_rle, rle_area, rle_to_coco, rle_to_mask
@@ -84,6 +85,22 @@ def test_fast_paths_match_reference_paths():
                 )
             )
     torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
+
+
+def test_decoder_attention_takes_the_plain_path_in_low_precision_on_the_cpu():
+    torch.manual_seed(0)
+    attn = Attention(embedding_dim=32, num_heads=4, downsample_rate=2)
+    q, kv = torch.randn(3, 7, 32), torch.randn(3, 50, 32)
+    assert fused_attn_applies(q) and not fused_attn_applies(q.bfloat16())
+    with torch.no_grad():
+        reference = attn(q, kv, kv)
+        attn.use_fused_attn = False
+        torch.testing.assert_close(attn(q, kv, kv), reference, atol=1e-6, rtol=1e-5)
+        attn.use_fused_attn = True
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = attn(q, kv, kv)
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), reference, atol=3e-2, rtol=3e-2)
 
 
 def test_checkpoint_loads_strictly_and_safely(tmp_path, caplog):

@@ -79,6 +79,19 @@ def test_uniform_points_inside_and_seeded():
     assert torch.equal(again, uniform_points(masks)[0])
 
 
+def test_uniform_points_are_uniform():
+    region = torch.zeros(12, 9, dtype=torch.bool)
+    region[2:4, 3:6] = True  # 6 pixels
+    region[10, 0] = True  # and a lone one far away: 7
+    torch.manual_seed(0)
+    coords, found = uniform_points(region.expand(7000, -1, -1))
+    assert found.all()
+    x, y = coords.long().unbind(1)
+    assert region[y, x].all()
+    counts = torch.bincount(y * 9 + x, minlength=12 * 9)[region.flatten()]
+    assert len(counts) == 7 and (counts - 1000).abs().max() < 130  # 1000 +- 4.3 sigma
+
+
 def test_error_points_labels():
     gt = torch.zeros(3, 10, 10, dtype=torch.bool)
     pred = gt.clone()
@@ -163,8 +176,13 @@ def test_train_forward_seeded_and_trains(one_thread):
     assert loss.item() < 0.8 * first
 
 
-def test_multimask_min_loss_backpropagates_one_output(one_thread):
-    model = tiny_sam(num_correction_points=0, num_mask_only_iterations=0)
+@pytest.mark.parametrize("box_probability", [0.0, 1.0])
+def test_first_prompt_backpropagates_one_output(one_thread, box_probability):
+    """One point: exactly one of the three multimask outputs (the lowest loss); a box: the
+    single output only."""
+    model = tiny_sam(
+        num_correction_points=0, num_mask_only_iterations=0, box_probability=box_probability
+    )
     model.train()
     seen = {}
     predict_masks = model.mask_decoder.predict_masks
@@ -175,13 +193,19 @@ def test_multimask_min_loss_backpropagates_one_output(one_thread):
 
     model.mask_decoder.predict_masks = spy
     torch.manual_seed(0)
-    losses = model(batch())  # only the first (multimask) iteration
-    masks = seen["out"][0]
+    losses = model(batch())  # only the first iteration
+    masks, iou_pred = seen["out"]
     masks.retain_grad()
+    iou_pred.retain_grad()
     sum(losses.values()).backward()
-    grad = masks.grad.flatten(2).abs().sum(-1)  # (N, 4): the IoU loss goes through iou only
-    assert (grad[:, 0] == 0).all()  # the single output is not used with one prompt
-    assert ((grad[:, 1:] > 0).sum(1) == 1).all()  # exactly one multimask output per mask
+    grad = masks.grad.flatten(2).abs().sum(-1)  # (N, 4)
+    if box_probability:
+        assert (grad[:, 0] > 0).all() and (grad[:, 1:] == 0).all()
+        assert (iou_pred.grad[:, 0] != 0).all() and (iou_pred.grad[:, 1:] == 0).all()
+    else:
+        assert (grad[:, 0] == 0).all()  # the single output is not used with one point
+        assert ((grad[:, 1:] > 0).sum(1) == 1).all()  # one multimask output per mask
+        assert (iou_pred.grad[:, 0] == 0).all() and (iou_pred.grad[:, 1:] != 0).all()
 
 
 def test_frozen_encoder_cache_and_eval(one_thread):

@@ -10,14 +10,18 @@ batch (``{"image": (3, h, w) uint8 RGB resized so the longest side is ``img_size
   ``num_correction_points`` points each drawn uniformly from the error region of the previous
   prediction (label: the ground truth there) with its low-res logits fed back as the mask prompt,
   and ``num_mask_only_iterations`` iterations with the mask prompt alone (the last at the end,
-  the others at random places). The first prediction (one prompt) takes the best of the three
-  multimask outputs by loss; later ones the single output. Losses, averaged over masks and
-  iterations: ``loss_mask_focal`` (weight 20), ``loss_mask_dice`` (1), ``loss_iou`` (MSE of every
-  output's predicted IoU against its actual IoU, 1). Masks are compared on the low-res grid
-  (4S x 4S, 256 x 256 for the released models) with the ground truth area-averaged onto it.
+  the others at random places). A first prediction from one point takes the best of the three
+  multimask outputs by loss; one from a box (two corner tokens, unambiguous) and later ones the
+  single output, as SAM 2's training counts a box as two points (multimask for one point
+  only) and as the release's notebooks prompt boxes with ``multimask_output=False``. Losses,
+  averaged over masks and iterations: ``loss_mask_focal`` (weight 20), ``loss_mask_dice`` (1),
+  ``loss_iou`` (MSE of every used output's predicted IoU against its actual IoU, 1). Masks are
+  compared on the low-res grid (4S x 4S, 256 x 256 for the released models) with the ground
+  truth area-averaged onto it.
 - eval mode: per image ``{"sam": {"box": ..., "point": ..., "click{k}": ...}}`` boolean masks
-  (N, h, w) for the ground-truth box, the centre-most point of the mask and k deterministic
-  clicks (each at the centre-most pixel of the error region), read by
+  (N, h, w) for the ground-truth box (the single output), the centre-most point of the mask
+  (the multimask output with the highest predicted IoU) and k deterministic clicks (each at the
+  centre-most pixel of the error region), read by
   ``vitdet.sam.evaluation.PromptedMaskEvaluator``.
 
 With ``freeze_image_encoder`` the encoder is fixed (no gradient, eval mode) and the embeddings of
@@ -95,11 +99,15 @@ def uniform_points(regions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One pixel drawn uniformly (torch's global RNG) from each region (N, H, W) bool.
 
     Returns coords (N, 2) as (x, y) pixel indices (float) and found (N,) bool (False for an empty
-    region, whose coords are 0)."""
-    flat = regions.flatten(1).float()
-    found = flat.sum(1) > 0
-    weights = torch.where(found[:, None], flat, torch.ones_like(flat))
-    index = torch.multinomial(weights, 1).squeeze(1)
+    region, whose coords are 0). Draws the rank of the pixel among the region's pixels (one
+    uniform number per region; ``torch.multinomial`` costs an exponential per pixel)."""
+    flat = regions.flatten(1)
+    counts = flat.sum(1)
+    found = counts > 0
+    rank = (torch.rand(len(flat), device=flat.device) * counts).long()
+    rank = torch.minimum(rank, (counts - 1).clamp(min=0))
+    # the pixel with `rank` region pixels before it: cumsum (counting it) first exceeds rank
+    index = (flat.cumsum(1) <= rank[:, None]).sum(1).clamp(max=flat.shape[1] - 1)
     w = regions.shape[-1]
     coords = torch.stack([index % w, index // w], dim=1).float()
     return torch.where(found[:, None], coords, torch.zeros_like(coords)), found
@@ -358,17 +366,22 @@ class TrainableSam(Sam):
                     coords = torch.cat([coords, point[:, None]], dim=1)
                     labels = torch.cat([labels, label[:, None]], dim=1)
                 logits, iou_pred = self.decode(embedding, coords, labels, mask_input)
-                outputs = slice(1, None) if step == 0 else slice(0, 1)
-                logits, iou_pred = logits[:, outputs], iou_pred[:, outputs]
+                if step == 0:  # one point: the three multimask outputs; a box: the single one
+                    used = torch.stack([use_box] + [~use_box] * 3, dim=1)
+                else:  # several prompts: the single output
+                    logits, iou_pred = logits[:, :1], iou_pred[:, :1]
+                    used = torch.ones_like(iou_pred, dtype=torch.bool)
                 expanded = target[:, None].expand_as(logits)
                 focal = sigmoid_focal_loss(logits, expanded)
                 dice = dice_loss(logits, expanded)
-                best = select_min_loss(self.focal_weight * focal + self.dice_weight * dice)
+                loss = self.focal_weight * focal + self.dice_weight * dice
+                best = select_min_loss(loss.masked_fill(~used, float("inf")))
                 rows = torch.arange(len(gt), device=gt.device)
                 iou = mask_iou(logits.detach() > self.mask_threshold, target_bool[:, None])
+                iou_error = ((iou_pred.float() - iou) ** 2 * used).sum(1) / used.sum(1)
                 totals["loss_mask_focal"].append(self.focal_weight * focal[rows, best])
                 totals["loss_mask_dice"].append(self.dice_weight * dice[rows, best])
-                totals["loss_iou"].append(self.iou_weight * ((iou_pred.float() - iou) ** 2).mean(1))
+                totals["loss_iou"].append(self.iou_weight * iou_error)
                 mask_input = logits[rows, best][:, None].detach()
         if not totals["loss_iou"]:  # no mask in the batch: zero losses that keep the graph
             zero = sum(p.sum() * 0 for p in self.parameters() if p.requires_grad)
@@ -394,7 +407,10 @@ class TrainableSam(Sam):
             flags = torch.full((n,), use_box, device=gt.device)
             coords, labels = self._first_prompt(gt, flags, size, noisy=False)
             logits, iou_pred = self.decode(embedding, coords, labels, None)
-            best = iou_pred[:, 1:].argmax(1) + 1  # one prompt: the best multimask output
+            if use_box:  # a box: the single output
+                best = torch.zeros_like(rows)
+            else:  # one point: the multimask output with the highest predicted IoU
+                best = iou_pred[:, 1:].argmax(1) + 1
             chosen = logits[rows, best]
             results[name] = self._upsample(chosen, size) > self.mask_threshold
             prompts[f"{name}_coords"], prompts[f"{name}_labels"] = coords, labels
