@@ -48,16 +48,17 @@ SCALES = (4.0, 2.0, 1.0, 0.5)
 # - fp32, fused vs plain: outputs <= 2e-6 (the same sums in another order: SDPA and a chunked
 #   backward vs explicit softmax; qkv of real tokens with bias-filled padding vs qkv of
 #   zero-padded tokens); gradients <= 3e-5 typically, but up to 3e-2 (pixel gradient) on
-#   inputs that are mostly padding: there some attention rows are nearly one-hot, and the
-#   fused backward (torch's CPU flash SDPA kernel, and the rel-pos kernel alike) cancels dP
-#   against rowsum(dO * O) where the explicit softmax backward cancels against sum(P * dP);
-#   e.g. a 176 x 16 image padded to 192 x 64, global block: fused 2.9e-2 off float64, plain
-#   and the SDPA math backend 6e-7. float64 pins the gradients; fp32 bounds that rounding.
+#   inputs that are mostly padding. That is not the attention backward (its accuracy against
+#   float64: test_attention_accuracy.py) but a max pool of the pyramid: padding tokens give
+#   near-ties (e.g. a 176 x 16 image padded to 192 x 64, window 0, no rel-pos: two values of
+#   one 2 x 2 window of simfp_3's MaxPool2d 9e-10 apart in float64), and any fp32 rounding
+#   difference (SDPA's forward sums in another order than the explicit softmax) can send that
+#   window's gradient to the other token. float64 pins the gradients; fp32 bounds that rounding.
 # - bf16 autocast, fused vs plain: values are rounded to 8 mantissa bits (step 2 ** -8 = 0.4 %)
 #   at different points: the plain path's softmax and its backward run in fp32 (autocast), the
-#   fused backward recomputes logits and probabilities and cancels dP against rowsum(dO * O)
-#   in bf16; outputs <= 2.3e-2 (p2, after three norms), gradients <= 0.13 (a global block's
-#   rel-pos and norm1). The rel-pos gradients that are exactly zero (``exactly_zero_grads``)
+#   fused backward recomputes logits and probabilities in fp32 and runs its other matrix
+#   products in bf16; outputs <= 2.3e-2 (p2, after three norms), gradients <= 0.13 (a global
+#   block's rel-pos and norm1). The rel-pos gradients that are exactly zero (``exactly_zero_grads``)
 #   come out of the fused bf16 backward as noise of up to ~5 % of the largest gradient (the
 #   plain path: ~0), so bf16 leaves them out. These bounds only show that the bf16 paths run
 #   and agree to rounding noise; float64 and fp32 pin the numbers.

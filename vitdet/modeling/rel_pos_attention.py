@@ -8,6 +8,15 @@ matrix ever exists: at 1024 px a global block of ViT-B would need 12 x 4096 x 40
 CPU / flash / memory-efficient kernels); the backward pass recomputes each chunk's
 probabilities instead of storing them (as flash attention does), and returns the gradients of
 the two tables as row / column sums of the logits' gradient.
+
+The backward pass is the accurate one (tests/test_attention_accuracy.py, against float64): the
+logits, the softmax and its ``delta = sum_j P_j dP_j`` are in fp32 whatever the input dtype (bf16
+autocast included; the other matrix products stay in the input dtype), and delta comes from the
+recomputed chunk itself, as in the explicit softmax backward. The flash formulation,
+``rowsum(dO * O)`` with O from the forward pass (torch's CPU SDPA backward, and this kernel
+before), subtracts two separately rounded near-equal terms on nearly one-hot attention rows:
+there its fp32 gradients were up to 15x further from float64 than the explicit softmax's, and
+its bf16 backward 50x.
 """
 
 from __future__ import annotations
@@ -82,55 +91,62 @@ class _RelPosAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, rel_h, rel_w, scale, chunk_elements):
         out = _attend_chunks(q, k, v, rel_h, rel_w, scale, chunk_elements)
-        ctx.save_for_backward(q, k, v, rel_h, rel_w, out)
+        ctx.save_for_backward(q, k, v, rel_h, rel_w)  # not out: delta comes from the chunk
         ctx.scale = scale
         ctx.chunk_elements = chunk_elements
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, rel_h, rel_w, out = ctx.saved_tensors
+        q, k, v, rel_h, rel_w = ctx.saved_tensors
+        dtype = q.dtype
+        acc = torch.promote_types(dtype, torch.float32)  # bf16 / fp16 -> fp32
         scale = ctx.scale
         b, nh, nq, d = q.shape
         nk = k.shape[2]
-        # b nh n d -> (b nh) n d, contiguous for the batched matmuls below
-        q, k, v, out, grad_out = (
-            t.reshape(b * nh, -1, t.shape[-1]) for t in (q, k, v, out, grad_out)
-        )
-        rel_h, rel_w = rel_h.flatten(0, 1), rel_w.flatten(0, 1)
+        # b nh n d -> (b nh) n d, contiguous for the batched matmuls below: the low-precision
+        # inputs as they are, and the logits' operands q, k in ``acc``
+        q, k, v, grad_out = (t.reshape(b * nh, -1, t.shape[-1]) for t in (q, k, v, grad_out))
+        q_acc, k_acc = q.to(acc), k.to(acc)
+        rel_h, rel_w = rel_h.flatten(0, 1).to(acc), rel_w.flatten(0, 1).to(acc)
         kh, kw = rel_h.shape[-1], rel_w.shape[-1]
-        # softmax backward: dS = P * (dP - rowsum(dO * O))
-        delta = (grad_out * out).sum(-1, keepdim=True)
-        grad_q = torch.empty_like(q)
-        grad_k = torch.zeros_like(k)
-        grad_v = torch.zeros_like(v)
+        grad_q = torch.empty(q.shape, dtype=acc)
+        grad_k = torch.zeros(k.shape, dtype=acc)
+        grad_v = torch.zeros(v.shape, dtype=acc)
         grad_rel_h = torch.empty_like(rel_h)
         grad_rel_w = torch.empty_like(rel_w)
         rows = _chunk_rows(b * nh, nq, nk, ctx.chunk_elements)
-        k_t, v_t = k.transpose(1, 2), v.transpose(1, 2)
+        k_t, v_t = k_acc.transpose(1, 2), v.transpose(1, 2)
         with torch.autocast(q.device.type, enabled=False):
             for start in range(0, nq, rows):
                 stop = min(start + rows, nq)
-                q_c, grad_out_c = q[:, start:stop], grad_out[:, start:stop]
+                q_c, grad_out_c = q_acc[:, start:stop], grad_out[:, start:stop]
                 logits = torch.bmm(q_c, k_t).mul_(scale)
                 # += rel_h[i, a] + rel_w[i, b] in place, without the (c, Nk) bias
                 grid = logits.view(-1, stop - start, kh, kw)
                 grid.add_(rel_h[:, start:stop, :, None]).add_(rel_w[:, start:stop, None, :])
                 probs = logits.softmax(dim=-1)
                 del logits, grid
-                grad_v.baddbmm_(probs.transpose(1, 2), grad_out_c)
-                grad_logits = torch.bmm(grad_out_c, v_t)
-                grad_logits.sub_(delta[:, start:stop]).mul_(probs)
+                probs_low = probs.to(dtype)  # probs itself when dtype == acc
+                grad_v += torch.bmm(probs_low.transpose(1, 2), grad_out_c)
+                del probs_low
+                # softmax backward in acc: dS = P * (dP - delta), delta = sum_j P_j dP_j of the
+                # same (rounded) dP
+                grad_logits = torch.bmm(grad_out_c, v_t).to(acc)
+                delta = torch.einsum("bij,bij->bi", probs, grad_logits).unsqueeze_(-1)
+                grad_logits.sub_(delta).mul_(probs)
                 del probs
                 # (B, c, kh * kw): row sums give d rel_h, column sums d rel_w
                 grid = grad_logits.view(-1, stop - start, kh, kw)
                 grad_rel_h[:, start:stop] = grid.sum(-1)
                 grad_rel_w[:, start:stop] = grid.sum(-2)
+                del grid
+                grad_logits = grad_logits.to(dtype)
                 grad_q[:, start:stop] = torch.bmm(grad_logits, k).mul_(scale)
-                grad_k.baddbmm_(grad_logits.transpose(1, 2), q_c, alpha=scale)
+                grad_k += torch.bmm(grad_logits.transpose(1, 2), q[:, start:stop]).mul_(scale)
         grads = (grad_q, grad_k, grad_v, grad_rel_h, grad_rel_w)
-        # (b nh) n x -> b nh n x
-        return (*(g.view(b, nh, *g.shape[1:]) for g in grads), None, None)
+        # (b nh) n x -> b nh n x, in the input dtype
+        return (*(g.view(b, nh, *g.shape[1:]).to(dtype) for g in grads), None, None)
 
 
 def rel_pos_attention(
@@ -157,3 +173,4 @@ def rel_pos_attention(
     if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, rel_h, rel_w)):
         return _RelPosAttention.apply(q, k, v, rel_h, rel_w, scale, chunk_elements)
     return _attend_chunks(q, k, v, rel_h, rel_w, scale, chunk_elements)
+
