@@ -62,6 +62,10 @@ TASKS = (
     "detector_infer",
     "backbone_infer_bf16",
 )
+# Opt-in (--tasks): ours under torch.compile (inductor, weights frozen), compiled on the warm-up
+# run, interleaved with the reference and with our eager backbone ("ours_eager").
+OPT_IN_TASKS = ("backbone_infer_compiled",)
+MEMORY_TASKS = ("backbone_infer", "backbone_train", "backbone_train_ckpt", "detector_infer")
 
 
 # --- models ------------------------------------------------------------------------------------
@@ -122,6 +126,9 @@ def build_detectors(
         models["ours"] = instantiate(cfg.model)
     if "ref" in impls:
         cfg.model.backbone = reference_backbone(cfg.model.backbone)
+        # detectron2's ViTDet heads: its own channel LayerNorm ("LN")
+        cfg.model.roi_heads.box_head.conv_norm = "LN"
+        cfg.model.roi_heads.mask_head.conv_norm = "LN"
         models["ref"] = instantiate(cfg.model)
         if "ours" in models:
             models["ours"].load_state_dict(models["ref"].state_dict())  # identical layouts
@@ -131,13 +138,25 @@ def build_detectors(
 # --- tasks -------------------------------------------------------------------------------------
 
 
-def make_task(task: str, model: torch.nn.Module, image_size: int, device: str) -> Callable:
-    """A closure running ``task`` once on ``model`` (a detector); returns its output."""
+def compiled(module: torch.nn.Module) -> Callable:
+    """``torch.compile`` for inference: inductor with frozen weights (constant-folded, the
+    linear layers on oneDNN, as eager's)."""
+    torch._inductor.config.freezing = True
+    return torch.compile(module)
+
+
+def make_task(
+    task: str, model: torch.nn.Module, image_size: int, device: str, compile_ours: bool = False
+) -> Callable:
+    """A closure running ``task`` once on ``model`` (a detector); returns its output.
+    ``compile_ours``: the model is ours and the task compiles it."""
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(1, 3, image_size, image_size, generator=gen).to(device)
     backbone = model.backbone
-    if task in ("backbone_infer", "backbone_infer_bf16"):
+    if task in ("backbone_infer", "backbone_infer_bf16", "backbone_infer_compiled"):
         dtype = torch.bfloat16 if task.endswith("bf16") else None
+        if task.endswith("compiled") and compile_ours:
+            backbone = compiled(backbone)
 
         def run():
             with torch.no_grad(), torch.autocast(device, torch.bfloat16, enabled=dtype is not None):
@@ -353,6 +372,13 @@ def markdown(result: dict) -> str:
                 f"{row['ours']['gflops'] / ceiling['best_gflops']:.0%} of the ceiling, "
                 f"the reference at {row['ref']['gflops'] / ceiling['best_gflops']:.0%}"
             )
+    for row in result["rows"]:
+        if "ours_eager" in row:
+            eager, compiled_s = row["ours_eager"]["median_s"], row["ours"]["median_s"]
+            lines.append(
+                f"{row['size']} torch.compile vs eager (ours, interleaved): {compiled_s:.2f} s vs "
+                f"{eager:.2f} s, {eager / compiled_s:.2f}x"
+            )
     m = result["machine"]
     lines.append(
         f"Machine: {m['cpu']}, native bf16: {m['cpu_bf16']}, {m['cores']} cores, "
@@ -368,9 +394,13 @@ def benchmark_size(args, size: str, tasks: list[str], save: Callable) -> list[di
     rows = []
     for task in tasks:
         impls = [impl for impl in IMPLS if supports(impl, task)]
+        where = (args.image_size, args.device)
         runs = {
-            impl: make_task(task, detectors[impl], args.image_size, args.device) for impl in impls
+            impl: make_task(task, detectors[impl], *where, compile_ours=impl == "ours")
+            for impl in impls
         }
+        if task == "backbone_infer_compiled":  # our eager model, interleaved in the same run
+            runs["ours_eager"] = make_task("backbone_infer", detectors["ours"], *where)
         training = task.startswith("backbone_train")
         times, outputs = time_alternating(
             runs,
@@ -386,17 +416,17 @@ def benchmark_size(args, size: str, tasks: list[str], save: Callable) -> list[di
             row["max_abs_diff_vs_fp32_reference"] = {
                 impl: max_abs_diff("backbone_infer", outputs[impl], fp32) for impl in impls
             }
-        for impl in IMPLS:
+        for impl in (*IMPLS, "ours_eager") if "ours_eager" in times else IMPLS:
             entry = {"median_s": None, "wall_s": [], "cpu_s": [], "peak_mb": None}
             if impl in times:
                 entry.update(wall_s=times[impl]["wall"], cpu_s=times[impl]["cpu"])
                 entry["median_s"] = statistics.median(times[impl]["wall"])
-                if task == "backbone_infer":
+                if task in ("backbone_infer", "backbone_infer_compiled"):
                     entry["gflops"] = 2 * gmac / entry["median_s"]
             row[impl] = entry
         rows.append(row)
         save(rows)  # a partial report survives a crash or an out-of-memory kill
-        for impl in times if args.memory and task != "backbone_infer_bf16" else ():
+        for impl in times if args.memory and task in MEMORY_TASKS else ():
             peak = measure_memory(args, size, task, impl)
             if isinstance(peak, str):
                 row[impl]["peak_error"] = peak
@@ -414,7 +444,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=None, help="default 1024 (128 tiny)")
     parser.add_argument("--repeats", type=int, default=3, help="timed inference runs each")
     parser.add_argument("--train-repeats", type=int, default=2, help="timed training steps each")
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS + OPT_IN_TASKS)
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", default="benchmark.json", help="output file")

@@ -8,8 +8,9 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn as nn
 from detectron2.layers import Conv2d, ShapeSpec
-from detectron2.layers.batch_norm import LayerNorm as ChannelLayerNorm
 from detectron2.modeling import Backbone
+
+from .channel_norm import ChannelLayerNorm
 
 __all__ = ["SimpleFeaturePyramid", "LastLevelMaxPool", "ALLOWED_SCALES"]
 

@@ -173,4 +173,3 @@ def rel_pos_attention(
     if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, rel_h, rel_w)):
         return _RelPosAttention.apply(q, k, v, rel_h, rel_w, scale, chunk_elements)
     return _attend_chunks(q, k, v, rel_h, rel_w, scale, chunk_elements)
-

@@ -7,6 +7,8 @@ from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.roi_heads import CascadeROIHeads, FastRCNNConvFCHead, FastRCNNOutputLayers
 
+from vitdet.modeling.channel_norm import ChannelLayerNorm
+
 from .mask_rcnn_vitdet import model
 
 cascade_roi_heads = model.roi_heads
@@ -20,7 +22,7 @@ cascade_roi_heads.update(
             input_shape=ShapeSpec(channels=256, height=7, width=7),
             conv_dims=[256, 256, 256, 256],
             fc_dims=[1024],
-            conv_norm="LN",
+            conv_norm=ChannelLayerNorm,
         )
         for _ in range(3)
     ],

@@ -7,6 +7,7 @@ from detectron2 import model_zoo
 from detectron2.config import LazyCall as L
 
 from vitdet.modeling import LastLevelMaxPool, SimpleFeaturePyramid, ViT
+from vitdet.modeling.channel_norm import ChannelLayerNorm
 
 model = model_zoo.get_config("common/models/mask_rcnn_fpn.py").model
 
@@ -38,9 +39,10 @@ model.backbone = L(SimpleFeaturePyramid)(
     square_pad="${.net.img_size}",
 )
 
-# LN in the box and mask heads, 2 convs in the RPN head, 4conv1fc box head.
-model.roi_heads.box_head.conv_norm = "LN"
-model.roi_heads.mask_head.conv_norm = "LN"
+# LN in the box and mask heads (detectron2's "LN" as one fused call: channel_norm.py), 2 convs
+# in the RPN head, 4conv1fc box head.
+model.roi_heads.box_head.conv_norm = ChannelLayerNorm
+model.roi_heads.mask_head.conv_norm = ChannelLayerNorm
 model.proposal_generator.head.conv_dims = [-1, -1]
 model.roi_heads.box_head.conv_dims = [256, 256, 256, 256]
 model.roi_heads.box_head.fc_dims = [1024]
