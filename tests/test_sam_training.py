@@ -234,6 +234,21 @@ def test_frozen_encoder_cache_and_eval(one_thread):
     assert out["prompts"]["click_labels"].shape == (3, 4)  # point, pad, 2 clicks
 
 
+def test_tie_query_key_init():
+    tied, untied = tiny_sam(tie_query_key_init=True), tiny_sam()
+    names = [n for n, _ in tied.mask_decoder.transformer.named_modules() if n.endswith("_proj")]
+    attn = {n.rsplit(".", 1)[0] for n in names}
+    assert len(attn) == 3 + 1  # depth 1: self, token->image, image->token; final
+    for name in sorted(attn):
+        module = tied.mask_decoder.transformer.get_submodule(name)
+        same = torch.equal(module.k_proj.weight, module.q_proj.weight)
+        assert same == (not name.endswith("self_attn")), name
+        assert torch.equal(module.k_proj.bias, module.q_proj.bias) == same
+        other = untied.mask_decoder.transformer.get_submodule(name)
+        assert torch.equal(module.q_proj.weight, other.q_proj.weight)  # same draws otherwise
+        assert not torch.equal(other.k_proj.weight, other.q_proj.weight)
+
+
 def test_sam_lr_decay_layers():
     assert vit_layer_id("image_encoder.pos_embed", 12) == 0
     assert vit_layer_id("image_encoder.patch_embed.proj.weight", 12) == 0

@@ -46,6 +46,7 @@ from .image_encoder import SamImageEncoder
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PAD_LABEL, PromptEncoder
 from .sam import Sam
+from .transformer import Attention
 
 __all__ = [
     "TrainableSam",
@@ -176,6 +177,23 @@ def _pixels_key(image: torch.Tensor) -> str:
     return f"{digest}{tuple(image.shape)}"
 
 
+def _tie_query_key(decoder: MaskDecoder) -> None:
+    """Copy each decoder cross-attention's query projection into its key projection.
+
+    A prompt point's token carries the Fourier encoding of its position and every image token
+    the encoding of its own; the attention logit between them is ``(Wq p)^T (Wk p')``. With
+    independent random ``Wq``, ``Wk`` it has no relation to the distance between p and p', and a
+    model trained from scratch first spends hundreds of iterations predicting the same mask for
+    every prompt (measured: no prompt dependence after 250 iterations of the tiny synthetic
+    config). With ``Wk = Wq`` it is ``p^T Wq^T Wq p'``, a random projection of the encodings'
+    inner product, which peaks where the positions agree: attention starts local."""
+    for name, module in decoder.transformer.named_modules():
+        if isinstance(module, Attention) and not name.endswith("self_attn"):
+            with torch.no_grad():
+                module.k_proj.weight.copy_(module.q_proj.weight)
+                module.k_proj.bias.copy_(module.q_proj.bias)
+
+
 class TrainableSam(Sam):
     """``Sam`` trained on a detectron2 loader's batches; see the module docstring.
 
@@ -189,6 +207,9 @@ class TrainableSam(Sam):
         freeze_image_encoder: no gradient to the encoder, which stays in eval mode.
         embedding_cache_size: images whose embeddings a frozen encoder keeps (0: none).
         eval_clicks: the k of the evaluation's ``click{k}`` predictions.
+        tie_query_key_init: start every cross-attention of the decoder with its key projection
+            equal to its query projection (``_tie_query_key``), for training from scratch;
+            weights loaded afterwards replace it.
     """
 
     def __init__(
@@ -211,6 +232,7 @@ class TrainableSam(Sam):
         freeze_image_encoder: bool = False,
         embedding_cache_size: int = 0,
         eval_clicks: Sequence[int] = (1, 3, 5),
+        tie_query_key_init: bool = False,
     ) -> None:
         super().__init__(
             image_encoder=image_encoder,
@@ -236,6 +258,8 @@ class TrainableSam(Sam):
         self._cache: dict[str, torch.Tensor] = {}
         if freeze_image_encoder:
             self.image_encoder.requires_grad_(False)
+        if tie_query_key_init:
+            _tie_query_key(self.mask_decoder)
 
     def train(self, mode: bool = True) -> TrainableSam:
         super().train(mode)
