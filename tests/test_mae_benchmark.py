@@ -102,7 +102,7 @@ def test_jobs_commands(bench, tmp_path):
     # The start priority: ARMS order, each pretraining just before the first arm needing it.
     assert list(jobs) == [
         "random_10", "mae", "mae_10", "random_100", "mae_100", "random_10_lr5e-4",
-        "mae_10_lr1e-3", "mae_sincos_10", "mae_convstem", "mae_convstem_10",
+        "mae_10_lr1e-3", "mae_convstem", "mae_convstem_10", "mae_sincos_10",
     ]  # fmt: skip
     for job in jobs.values():
         assert "--resume" in job.command

@@ -75,7 +75,8 @@ PRETRAININGS = (
     Pretraining("mae", "configs/MAE/mae_vit_tiny_synthetic_unlabeled.py"),
     Pretraining("mae_convstem", "configs/MAE/mae_vit_tiny_synthetic_convstem.py"),
 )
-# In priority order: runs start in this order as the job slots free up.
+# In priority order: runs start in this order as the job slots free up (the conv-stem row before
+# the sin-cos one: its pretraining then runs beside other arms, not alone at the end).
 ARMS = (
     Arm("random_10", "random init, from-scratch recipe", "main", SCRATCH_CONFIG, 10),
     Arm("mae_10", "MAE init, fine-tuning recipe", "main", MAE_FT_CONFIG, 10, "mae"),
@@ -99,6 +100,14 @@ ARMS = (
         ("optimizer.lr=1e-3",),
     ),
     Arm(
+        "mae_convstem_10",
+        "MAE init (conv-stem pretraining), conv stem",
+        "variants",
+        CONVSTEM_FT_CONFIG,
+        10,
+        "mae_convstem",
+    ),
+    Arm(
         "mae_sincos_10",
         "MAE init, fixed sin-cos positions",
         "variants",
@@ -106,14 +115,6 @@ ARMS = (
         10,
         "mae",
         ("model.backbone.net.pos_embed_type=sincos",),
-    ),
-    Arm(
-        "mae_convstem_10",
-        "MAE init (conv-stem pretraining), conv stem",
-        "variants",
-        CONVSTEM_FT_CONFIG,
-        10,
-        "mae_convstem",
     ),
 )
 
