@@ -114,3 +114,16 @@ def test_vit_fused_and_plain_agree_in_training():
     assert (outs[0] - outs[1]).abs().max() < 1e-5
     for g, w in zip(*grads, strict=True):
         assert (g - w).abs().max() < 1e-5
+
+
+def test_vit_inference_is_one_graph_for_torch_compile():
+    # the opt-in compile task of tools/benchmarks/speed.py: no graph break (the oneDNN switch
+    # and the position cache step aside under dynamo)
+    torch.manual_seed(0)
+    model = ViT(
+        img_size=64, embed_dim=32, depth=2, num_heads=2, window_size=3, global_attn_indexes=(1,)
+    ).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        explained = torch._dynamo.explain(model)(x)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0)

@@ -100,10 +100,12 @@ def linear(x: torch.Tensor, layer: nn.Linear, *, gelu: str | None = None) -> tor
     """``layer(x)``, then GELU when ``gelu`` names its ``approximate`` mode ("none" / "tanh").
 
     On oneDNN when it is available and enabled, for float32 CPU tensors outside autocast (bias
-    and GELU fused when no gradient is needed); ``F.linear`` otherwise.
+    and GELU fused when no gradient is needed); ``F.linear`` otherwise, and under
+    ``torch.compile`` (inductor lowers it to oneDNN itself when the weights are frozen).
     """
     on_onednn = (
-        is_available()
+        not torch.compiler.is_compiling()
+        and is_available()
         and _enabled
         and x.device.type == "cpu"
         and x.dtype == layer.weight.dtype == torch.float32

@@ -424,9 +424,10 @@ class ViT(Backbone):
         """Absolute position embedding resampled to grid ``hw``: (1, H, W, C).
 
         Outside autograd (inference) the resample is cached per grid size, dtype and device,
-        and invalidated when the parameter changes (load_state_dict, optimizer step).
+        and invalidated when the parameter changes (load_state_dict, optimizer step); not under
+        ``torch.compile`` (frozen weights fold it into a constant).
         """
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
             return resample_abs_pos(self.pos_embed, self.pretrain_use_cls_token, hw)
         p = self.pos_embed
         key = (hw, p.dtype, p.device, p.data_ptr(), p._version)
