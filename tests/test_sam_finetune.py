@@ -128,3 +128,14 @@ def test_train_net_sam_tiny(tmp_path, one_thread):
     rows = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
     assert [r["iteration"] for r in rows if "sam/box_mIoU" in r] == [2, 4]  # the final evaluations
     assert (out / "model_final.pth").is_file()
+
+
+def test_localization_probe_disks_and_rows(one_thread):
+    probe = load_tool("benchmarks/sam_localization")
+    target = probe.disks(torch.tensor([[128.0, 128.0], [0.0, 0.0]]), 128)
+    area = torch.pi * probe.RADIUS**2 / 4  # in cells of 2 x 2 px
+    assert target[0].sum().item() == pytest.approx(area, rel=0.03)
+    assert target[1].sum().item() == pytest.approx(area / 4, rel=0.06)  # a corner: a quarter
+    assert target[0, 64, 64] == 1 and target[0, 64, 64 + 16] == 0  # 30 px = 15 cells
+    rows = probe.run(True, 1, 1e-3, steps=0)
+    assert len(rows) == 1 and rows[0]["step"] == 0 and 0 <= rows[0]["iou"] <= 1
