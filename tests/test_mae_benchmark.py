@@ -3,6 +3,9 @@ runs start, in what order, what is skipped or resumed, the table, the goal check
 picture. The tools are never run: a fake launcher writes what a finished run writes."""
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -102,7 +105,8 @@ def test_jobs_commands(bench, tmp_path):
     # The start priority: ARMS order, each pretraining just before the first arm needing it.
     assert list(jobs) == [
         "random_10", "mae", "mae_10", "random_100", "mae_100", "random_10_lr5e-4",
-        "mae_10_lr1e-3", "mae_convstem", "mae_convstem_10", "mae_sincos_10",
+        "mae_10_lr1e-3", "mae_10_scratch_recipe", "mae_convstem", "mae_convstem_10",
+        "mae_sincos_10",
     ]  # fmt: skip
     for job in jobs.values():
         assert "--resume" in job.command
@@ -199,6 +203,33 @@ def test_stages_skip_done_runs_respect_order_and_report_failures(bench, tmp_path
         )
 
 
+def test_a_run_another_invocation_started_is_waited_for_not_started_twice(bench, tmp_path):
+    folder = tmp_path / "finetune_x"
+    folder.mkdir()
+    marker = folder / "finished"
+    job = bench.Job("x", folder, [], marker.exists)
+    write_later = "import pathlib, sys, time; time.sleep(0.5); pathlib.Path(sys.argv[1]).touch()"
+    other = subprocess.Popen([sys.executable, "-c", write_later, str(marker)])
+    cmdline = Path(f"/proc/{other.pid}/cmdline")
+    for _ in range(200):  # Popen may return before the child's exec is visible
+        if cmdline.read_bytes():
+            break
+        time.sleep(0.01)
+    (folder / "harness.pid").write_text(str(other.pid))
+
+    def launch(job):
+        raise AssertionError("started twice")
+
+    assert bench.run_jobs([job], max_jobs=1, launch=launch, poll_seconds=0.05) == []
+    assert marker.exists() and other.wait() == 0
+    # A stale pid file (that process is gone) does not stop a start.
+    marker.unlink()
+    launched = bench.run_jobs(
+        [job], max_jobs=1, launch=lambda j: FakeProcess(marker.touch), poll_seconds=0
+    )
+    assert launched == ["x"]
+
+
 def test_results_table_goal_and_picture(bench, tmp_path):
     arms = [a for a in bench.ARMS if a.group in ("main", "sweep")]
     curves = {  # final box AP: MAE wins by 6 at 10% (its sweep's best), loses by 1 at 100%
@@ -206,6 +237,7 @@ def test_results_table_goal_and_picture(bench, tmp_path):
         "random_10_lr5e-4": [(150, 12.0), (300, 22.0)],
         "mae_10": [(150, 20.0), (300, 26.0)],
         "mae_10_lr1e-3": [(150, 21.0), (300, 28.0)],
+        "mae_10_scratch_recipe": [(150, 18.0), (300, 25.0)],
         "random_100": [(150, 30.0), (300, 50.0)],
         "mae_100": [(150, 35.0), (300, 49.0)],
     }

@@ -15,16 +15,18 @@ and resumed (``--resume``) when interrupted, so the same command continues a sto
 2. pretraining (tools/pretrain_mae.py): ``mae`` (configs/MAE/mae_vit_tiny_synthetic_unlabeled.py)
    and, for the conv-stem row, ``mae_convstem``;
 3. fine-tuning (tools/train_net.py), ``finetune_<arm>``: the arms of ``ARMS``, in the groups
-   ``main`` (MAE / random x 10% / 100% labels), ``sweep`` (the other lr of each recipe at 10%)
-   and ``variants`` (sin-cos positions, conv stem); 10% is the dataset ``synthetic_train@10%``
-   (``vitdet.data.subset``). Every arm evaluates on synthetic_val every ``--eval-period``
-   iterations, which gives the curves;
+   ``main`` (MAE / random x 10% / 100% labels), ``sweep`` (the other lr of each recipe at 10%,
+   and the MAE init with the from-scratch recipe) and ``variants`` (sin-cos positions, conv
+   stem); 10% is the dataset ``synthetic_train@10%`` (``vitdet.data.subset``). Every arm
+   evaluates on synthetic_val every ``--eval-period`` iterations, which gives the curves;
 4. ``results.md`` / ``results.json`` (the table, the goal check, CPU minutes) and ``curves.png``
    (box and mask AP against fine-tuning iterations, one line per arm).
 
-At most ``--jobs`` runs at a time (their processes inherit this one's niceness; each gets
-OMP_NUM_THREADS=1 unless set: on a shared CPU one thread per process is faster than two that
-wait for each other). Trailing ``key=value`` arguments override every fine-tuning run's config.
+At most ``--jobs`` runs at a time, none started twice: a run that another invocation started
+and that is still going (its pid in <folder>/harness.pid) is waited for. The processes inherit
+this one's niceness; each gets OMP_NUM_THREADS=1 unless set (on a shared CPU one thread per
+process is faster than two that wait for each other). When runs fail, the table still holds the
+arms that finished. Trailing ``key=value`` arguments override every fine-tuning run's config.
 """
 
 import argparse
@@ -98,6 +100,14 @@ ARMS = (
         10,
         "mae",
         ("optimizer.lr=1e-3",),
+    ),
+    Arm(
+        "mae_10_scratch_recipe",
+        "MAE init, from-scratch recipe (lr 1e-3, no layer decay)",
+        "sweep",
+        SCRATCH_CONFIG,
+        10,
+        "mae",
     ),
     Arm(
         "mae_convstem_10",
@@ -184,6 +194,12 @@ def build_jobs(
     return jobs
 
 
+def arm_jobs(jobs: Sequence[Job], arms: Sequence[Arm]) -> list[Job]:
+    """The fine-tuning job of each arm, in the order of ``arms``."""
+    by_name = {job.name: job for job in jobs}
+    return [by_name[arm.name] for arm in arms]
+
+
 def start(job: Job) -> subprocess.Popen:
     """Start ``job`` in the repository with its output appended to <folder>/stdout.log."""
     job.folder.mkdir(parents=True, exist_ok=True)
@@ -191,7 +207,40 @@ def start(job: Job) -> subprocess.Popen:
     print(f"$ {' '.join(job.command)}  (log: {log})", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     with open(log, "a") as f:
-        return subprocess.Popen(job.command, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(
+            job.command, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=env
+        )
+    (job.folder / "harness.pid").write_text(str(process.pid))
+    return process
+
+
+class RunningElsewhere:
+    """A run another invocation of this tool started and that is still going (its pid in
+    <folder>/harness.pid is alive and runs on that folder): waited for, not started twice."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.returncode = pid, None
+
+    @staticmethod
+    def find(job: Job) -> "RunningElsewhere | None":
+        path = job.folder / "harness.pid"
+        if not path.is_file():
+            return None
+        pid = int(path.read_text())
+        return RunningElsewhere(pid) if str(job.folder) in _command_line(pid) else None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and not _command_line(self.pid):  # gone, or a zombie
+            self.returncode = 0  # not our child: whether it finished is job.done()'s answer
+        return self.returncode
+
+
+def _command_line(pid: int) -> str:
+    """The command line of process ``pid``; empty when it is gone or has exited (a zombie)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def run_jobs(
@@ -212,8 +261,9 @@ def run_jobs(
             if len(running) >= max_jobs:
                 break
             if all(name in done for name in job.after):
-                running[job.name] = launch(job)
-                started.append(job.name)
+                elsewhere = RunningElsewhere.find(job)
+                running[job.name] = elsewhere or launch(job)
+                started += [] if elsewhere else [job.name]
                 pending.remove(job)
         if not running:  # what is left waits for a failed run
             break
@@ -382,6 +432,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--finetune-iters", type=int, default=400)
     parser.add_argument("--eval-period", type=int, default=100)
     parser.add_argument("--unlabeled-images", type=int, default=4000)
+    parser.add_argument(
+        "--arms", help="only these arms (comma-separated names of ARMS); default: all of --groups"
+    )
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
     parser.add_argument("opts", nargs="*", help="fine-tuning config overrides key=value")
     args = parser.parse_args(argv)
@@ -398,6 +451,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         datasets / "synthetic_unlabeled", num_train=args.unlabeled_images, num_val=0, seed=1
     )
     arms = [arm for arm in ARMS if arm.group in groups]
+    if args.arms:
+        names = args.arms.split(",")
+        if unknown := set(names) - {arm.name for arm in ARMS}:
+            parser.error(f"unknown arms {sorted(unknown)}")
+        arms = [arm for arm in ARMS if arm.name in names]
     jobs = build_jobs(
         out,
         arms,
@@ -405,8 +463,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         eval_period=args.eval_period,
         opts=args.opts,
     )
-    run_jobs(jobs, max_jobs=args.jobs)
-    print(write_results(out, arms, args.finetune_iters))
+    try:
+        run_jobs(jobs, max_jobs=args.jobs)
+    finally:  # the table of the arms that finished, also when others failed
+        finished_arms = [
+            arm for arm, job in zip(arms, arm_jobs(jobs, arms), strict=True) if job.done()
+        ]
+        if finished_arms:
+            print(write_results(out, finished_arms, args.finetune_iters))
     print(f"written: {out / 'results.md'}, {out / 'curves.png'}")
     print(f"benchmark wall-clock: {(time.perf_counter() - start_time) / 60:.0f} min")
 
