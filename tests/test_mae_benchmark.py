@@ -105,8 +105,8 @@ def test_jobs_commands(bench, tmp_path):
     # The start priority: ARMS order, each pretraining just before the first arm needing it.
     assert list(jobs) == [
         "random_10", "mae", "mae_10", "random_100", "mae_100", "random_10_lr5e-4",
-        "mae_10_lr1e-3", "mae_10_scratch_recipe", "mae_convstem", "mae_convstem_10",
-        "mae_sincos_10",
+        "random_10_lr2e-3", "mae_10_lr1e-3", "mae_10_scratch_recipe", "mae_convstem",
+        "mae_convstem_10", "mae_sincos_10",
     ]  # fmt: skip
     for job in jobs.values():
         assert "--resume" in job.command
@@ -235,6 +235,7 @@ def test_results_table_goal_and_picture(bench, tmp_path):
     curves = {  # final box AP: MAE wins by 6 at 10% (its sweep's best), loses by 1 at 100%
         "random_10": [(150, 10.0), (300, 20.0)],
         "random_10_lr5e-4": [(150, 12.0), (300, 22.0)],
+        "random_10_lr2e-3": [(150, 11.0), (300, 21.0)],
         "mae_10": [(150, 20.0), (300, 26.0)],
         "mae_10_lr1e-3": [(150, 21.0), (300, 28.0)],
         "mae_10_scratch_recipe": [(150, 18.0), (300, 25.0)],

@@ -93,6 +93,14 @@ ARMS = (
         overrides=("optimizer.lr=5e-4",),
     ),
     Arm(
+        "random_10_lr2e-3",
+        "random init, from-scratch recipe, lr 2e-3",
+        "sweep",
+        SCRATCH_CONFIG,
+        10,
+        overrides=("optimizer.lr=2e-3",),
+    ),
+    Arm(
         "mae_10_lr1e-3",
         "MAE init, fine-tuning recipe, lr 1e-3",
         "sweep",
