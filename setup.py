@@ -23,6 +23,7 @@ setup(
         "shapely",  # large-scale-jitter crop of polygon masks
         "cloudpickle",
         "omegaconf",
+        "pyyaml",  # tools/benchmarks/mae.py reads the config.yaml a run writes
         "hydra-core>=1.1",
         "tabulate",
         "termcolor",

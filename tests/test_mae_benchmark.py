@@ -144,6 +144,7 @@ def finished_run(bench, folder: Path, curve: list[tuple[int, float]], lr: float)
     (folder / "config.yaml").write_text(
         f"optimizer:\n  lr: {lr}\n  params:\n    lr_decay_rate: 0.75\n"
         "model:\n  backbone:\n    net:\n      drop_path_rate: 0.1\n"
+        "      norm_layer: !!python/name:torch.nn.LayerNorm ''\n"  # as a run writes; not built
     )
     (folder / "model_final.pth").write_bytes(b"")
 

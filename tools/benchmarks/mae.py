@@ -39,8 +39,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from matplotlib.figure import Figure
-from omegaconf import OmegaConf
 
 from vitdet.data import synthetic
 
@@ -315,13 +315,21 @@ def arm_results(out: Path, arm: Arm) -> dict:
     }
 
 
+class _ConfigYamlLoader(yaml.SafeLoader):
+    """Reads a run's config.yaml with the Python objects it names (``functools.partial`` of a
+    norm layer) as None: only numbers are wanted here, and nothing is constructed."""
+
+
+_ConfigYamlLoader.add_multi_constructor("tag:yaml.org,2002:python/", lambda *_: None)
+
+
 def recipe(folder: Path) -> dict:
     """lr, layer-wise lr decay and drop path of a run, from its config.yaml."""
-    cfg = OmegaConf.load(folder / "config.yaml")
+    cfg = yaml.load((folder / "config.yaml").read_text(), Loader=_ConfigYamlLoader)
     return {
-        "lr": cfg.optimizer.lr,
-        "lr_decay": cfg.optimizer.params.lr_decay_rate,
-        "drop_path": cfg.model.backbone.net.drop_path_rate,
+        "lr": cfg["optimizer"]["lr"],
+        "lr_decay": cfg["optimizer"]["params"]["lr_decay_rate"],
+        "drop_path": cfg["model"]["backbone"]["net"]["drop_path_rate"],
     }
 
 
