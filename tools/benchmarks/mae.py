@@ -15,10 +15,10 @@ and resumed (``--resume``) when interrupted, so the same command continues a sto
 2. pretraining (tools/pretrain_mae.py): ``mae`` (configs/MAE/mae_vit_tiny_synthetic_unlabeled.py)
    and, for the conv-stem row, ``mae_convstem``;
 3. fine-tuning (tools/train_net.py), ``finetune_<arm>``: the arms of ``ARMS``, in the groups
-   ``main`` (MAE / random x 10% / 100% labels), ``sweep`` (the other lr of each recipe at 10%,
-   and the MAE init with the from-scratch recipe) and ``variants`` (sin-cos positions, conv
-   stem); 10% is the dataset ``synthetic_train@10%`` (``vitdet.data.subset``). Every arm
-   evaluates on synthetic_val every ``--eval-period`` iterations, which gives the curves;
+   ``main`` (MAE / random x 10% / 100% labels), ``sweep`` (at 10%: random init at two more lrs,
+   MAE init at one more lr and with the from-scratch recipe) and ``variants`` (sin-cos
+   positions, conv stem); 10% is the dataset ``synthetic_train@10%`` (``vitdet.data.subset``).
+   Every arm evaluates on synthetic_val every ``--eval-period`` iterations, which gives the curves;
 4. ``results.md`` / ``results.json`` (the table, the goal check, CPU minutes) and ``curves.png``
    (box and mask AP against fine-tuning iterations, one line per arm).
 
