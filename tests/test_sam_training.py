@@ -176,12 +176,17 @@ def test_train_forward_seeded_and_trains(one_thread):
     assert loss.item() < 0.8 * first
 
 
-@pytest.mark.parametrize("box_probability", [0.0, 1.0])
-def test_first_prompt_backpropagates_one_output(one_thread, box_probability):
+@pytest.mark.parametrize(
+    "box_probability, box_multimask_output", [(0.0, False), (1.0, False), (1.0, True)]
+)
+def test_first_prompt_backpropagates_one_output(one_thread, box_probability, box_multimask_output):
     """One point: exactly one of the three multimask outputs (the lowest loss); a box: the
-    single output only."""
+    single output only, or as a point with ``box_multimask_output``."""
     model = tiny_sam(
-        num_correction_points=0, num_mask_only_iterations=0, box_probability=box_probability
+        num_correction_points=0,
+        num_mask_only_iterations=0,
+        box_probability=box_probability,
+        box_multimask_output=box_multimask_output,
     )
     model.train()
     seen = {}
@@ -199,7 +204,7 @@ def test_first_prompt_backpropagates_one_output(one_thread, box_probability):
     iou_pred.retain_grad()
     sum(losses.values()).backward()
     grad = masks.grad.flatten(2).abs().sum(-1)  # (N, 4)
-    if box_probability:
+    if box_probability and not box_multimask_output:
         assert (grad[:, 0] > 0).all() and (grad[:, 1:] == 0).all()
         assert (iou_pred.grad[:, 0] != 0).all() and (iou_pred.grad[:, 1:] == 0).all()
     else:

@@ -207,6 +207,8 @@ class TrainableSam(Sam):
         freeze_image_encoder: no gradient to the encoder, which stays in eval mode.
         embedding_cache_size: images whose embeddings a frozen encoder keeps (0: none).
         eval_clicks: the k of the evaluation's ``click{k}`` predictions.
+        box_multimask_output: a box as the first prompt trains and is evaluated as one point is
+            (the best of the three multimask outputs) instead of on the single output.
         tie_query_key_init: start every cross-attention of the decoder with its key projection
             equal to its query projection (``_tie_query_key``), for training from scratch;
             weights loaded afterwards replace it.
@@ -232,6 +234,7 @@ class TrainableSam(Sam):
         freeze_image_encoder: bool = False,
         embedding_cache_size: int = 0,
         eval_clicks: Sequence[int] = (1, 3, 5),
+        box_multimask_output: bool = False,
         tie_query_key_init: bool = False,
     ) -> None:
         super().__init__(
@@ -255,6 +258,7 @@ class TrainableSam(Sam):
         self.freeze_image_encoder = freeze_image_encoder
         self.embedding_cache_size = embedding_cache_size
         self.eval_clicks = tuple(sorted(eval_clicks))
+        self.box_multimask_output = box_multimask_output
         self._cache: dict[str, torch.Tensor] = {}
         if freeze_image_encoder:
             self.image_encoder.requires_grad_(False)
@@ -390,8 +394,9 @@ class TrainableSam(Sam):
                     coords = torch.cat([coords, point[:, None]], dim=1)
                     labels = torch.cat([labels, label[:, None]], dim=1)
                 logits, iou_pred = self.decode(embedding, coords, labels, mask_input)
-                if step == 0:  # one point: the three multimask outputs; a box: the single one
-                    used = torch.stack([use_box] + [~use_box] * 3, dim=1)
+                if step == 0:  # one point: the three multimask outputs; a box: see the class
+                    single = use_box & (not self.box_multimask_output)
+                    used = torch.stack([single] + [~single] * 3, dim=1)
                 else:  # several prompts: the single output
                     logits, iou_pred = logits[:, :1], iou_pred[:, :1]
                     used = torch.ones_like(iou_pred, dtype=torch.bool)
@@ -431,7 +436,7 @@ class TrainableSam(Sam):
             flags = torch.full((n,), use_box, device=gt.device)
             coords, labels = self._first_prompt(gt, flags, size, noisy=False)
             logits, iou_pred = self.decode(embedding, coords, labels, None)
-            if use_box:  # a box: the single output
+            if use_box and not self.box_multimask_output:  # a box: the single output
                 best = torch.zeros_like(rows)
             else:  # one point: the multimask output with the highest predicted IoU
                 best = iou_pred[:, 1:].argmax(1) + 1
