@@ -20,7 +20,7 @@ from vitdet.config import ConfigError, load_config, setup_datasets
 from vitdet.data.loader import build_resumable_train_loader
 from vitdet.data.synthetic import CLASSES
 from vitdet.device import resolve_amp_dtype
-from vitdet.engine import build_trainer
+from vitdet.engine import build_trainer, evaluation_rows
 from vitdet.engine.run_state import RunCheckpointer
 from vitdet.engine.trainer import Trainer
 from vitdet.export import read_metadata
@@ -80,6 +80,10 @@ def test_run_writes_logs_events_and_checkpoints(full_run):
     final = rows[-1]  # the evaluation after the last iteration
     assert final["train_iterations"] == 4 and final["train_seconds"] > 0
     assert {"bbox/AP", "segm/AP", "bbox/AP-circle"} <= final.keys()
+    evaluations = [r for r in rows if "bbox/AP" in r]
+    assert evaluation_rows(full_run, "bbox/AP") == evaluations and evaluations[-1] == final
+    assert evaluation_rows(full_run, "segm/AP", "total_loss") == train_rows + evaluations
+    assert evaluation_rows(full_run / "not_a_run", "bbox/AP") == []
     assert list(full_run.glob("events.out.tfevents.*"))
     assert (full_run / "config.yaml").is_file()
 

@@ -43,6 +43,7 @@ import yaml
 from matplotlib.figure import Figure
 
 from vitdet.data import synthetic
+from vitdet.engine import evaluation_rows
 
 REPO = Path(__file__).resolve().parents[2]
 SCRATCH_CONFIG = "configs/Synthetic/mask_rcnn_vitdet_tiny.py"
@@ -148,18 +149,9 @@ class Job:
     after: tuple[str, ...] = ()
 
 
-def eval_rows(folder: Path) -> list[dict]:
-    """The evaluation rows of a run's metrics.json (detection ``bbox/AP`` or MAE ``mae_eval``)."""
-    path = folder / "metrics.json"
-    if not path.is_file():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if "bbox/AP" in r or "mae_eval/loss" in r]
-
-
 def finished(folder: Path, max_iter: int) -> bool:
     """The run wrote its final checkpoint and evaluated after its last iteration."""
-    rows = eval_rows(folder)
+    rows = evaluation_rows(folder, "bbox/AP", "mae_eval/loss")
     return (folder / "model_final.pth").is_file() and any(
         r.get("train_iterations") == max_iter for r in rows
     )
@@ -296,7 +288,7 @@ def run_jobs(
 
 def arm_results(out: Path, arm: Arm) -> dict:
     """Final and per-evaluation AP of an arm, its recipe values and CPU minutes."""
-    rows = [r for r in eval_rows(out / f"finetune_{arm.name}") if "bbox/AP" in r]
+    rows = evaluation_rows(out / f"finetune_{arm.name}", "bbox/AP")
     final = rows[-1]
     return {
         "name": arm.name,
@@ -335,7 +327,7 @@ def recipe(folder: Path) -> dict:
 
 def pretraining_results(folder: Path) -> dict:
     """Masked-patch loss on the validation crops at each evaluation, CPU minutes."""
-    rows = [r for r in eval_rows(folder) if "mae_eval/loss" in r]
+    rows = evaluation_rows(folder, "mae_eval/loss")
     pictures = sorted((folder / "reconstructions").glob("*.png"))
     return {
         "iterations": int(rows[-1]["train_iterations"]),

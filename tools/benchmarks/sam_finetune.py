@@ -28,6 +28,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from vitdet.data.synthetic import generate
+from vitdet.engine import evaluation_rows
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "SAM" / "sam_vit_tiny_synthetic.py"
@@ -38,14 +39,6 @@ def train_net(args: list[str]) -> None:
     command = [sys.executable, str(REPO / "tools" / "train_net.py"), *args]
     print("+", " ".join(command), flush=True)
     subprocess.run(command, check=True)
-
-
-def eval_rows(folder: Path) -> list[dict]:
-    path = folder / "metrics.json"
-    if not path.is_file():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if "sam/box_mIoU" in r]
 
 
 def final_results(folder: Path) -> dict:
@@ -94,7 +87,7 @@ def main() -> int:
              f"optimizer.lr={args.finetune_lr}", "lr_multiplier.warmup_length=0.1"]
         )  # fmt: skip
 
-    rows = eval_rows(scratch)
+    rows = evaluation_rows(scratch, "sam/box_mIoU")
     lines = [
         "From scratch on variant A (synthetic_train), evaluated on synthetic_val:",
         "",

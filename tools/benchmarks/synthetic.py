@@ -25,7 +25,7 @@ from detectron2.config import instantiate
 from detectron2.utils.events import EventStorage
 from matplotlib.figure import Figure
 
-from vitdet.engine import build_trainer, setup_run, train
+from vitdet.engine import build_trainer, evaluation_rows, setup_run, train
 
 CONFIG = "configs/Synthetic/mask_rcnn_vitdet_tiny.py"
 
@@ -125,24 +125,19 @@ def run_steps(args) -> None:
     print(text)
 
 
-def read_curve(metrics_file: str) -> list[dict]:
-    """Rows of ``metrics.json`` with an evaluation: iterations done, training wall-clock and
-    CPU minutes (evaluations excluded), box and mask AP."""
-    curve = []
-    with open(metrics_file) as f:
-        for line in f:
-            row = json.loads(line)
-            if "bbox/AP" in row:
-                curve.append(
-                    {
-                        "iteration": int(row["train_iterations"]),
-                        "train_minutes": row["train_seconds"] / 60,
-                        "train_cpu_minutes": row.get("train_cpu_seconds", float("nan")) / 60,
-                        "box_AP": row["bbox/AP"],
-                        "mask_AP": row.get("segm/AP", float("nan")),
-                    }
-                )
-    return curve
+def read_curve(output_dir: str) -> list[dict]:
+    """The run's evaluations: iterations done, training wall-clock and CPU minutes (evaluations
+    excluded), box and mask AP."""
+    return [
+        {
+            "iteration": int(row["train_iterations"]),
+            "train_minutes": row["train_seconds"] / 60,
+            "train_cpu_minutes": row.get("train_cpu_seconds", float("nan")) / 60,
+            "box_AP": row["bbox/AP"],
+            "mask_AP": row.get("segm/AP", float("nan")),
+        }
+        for row in evaluation_rows(output_dir, "bbox/AP")
+    ]
 
 
 def write_curve(curve: list[dict], output_dir: str) -> str:
@@ -183,7 +178,7 @@ def run_curve(args) -> None:
         f"train.output_dir={args.output_dir}",
     ]
     train(setup_run(args.config_file, overrides, args=args), resume=False)
-    curve = read_curve(os.path.join(args.output_dir, "metrics.json"))
+    curve = read_curve(args.output_dir)
     print(write_curve(curve, args.output_dir))
 
 

@@ -2,6 +2,7 @@
 precision of a chosen dtype, gradient accumulation, exact resume, atomic and safely read
 checkpoints, periodic evaluation with training time), for the detectors and for MAE."""
 
+from .hooks import evaluation_rows
 from .launcher import launch_main
 from .mae import pretrain
 from .runner import build_trainer, evaluate_only, run_provenance, setup_run, train
@@ -9,6 +10,7 @@ from .runner import build_trainer, evaluate_only, run_provenance, setup_run, tra
 __all__ = [
     "build_trainer",
     "evaluate_only",
+    "evaluation_rows",
     "launch_main",
     "pretrain",
     "run_provenance",

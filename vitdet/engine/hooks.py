@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -11,7 +12,7 @@ from contextlib import ExitStack, contextmanager
 
 from detectron2.engine import HookBase, hooks
 
-__all__ = ["PrunedPeriodicCheckpointer", "SkippedRecordsHook", "TimedEvalHook"]
+__all__ = ["PrunedPeriodicCheckpointer", "SkippedRecordsHook", "TimedEvalHook", "evaluation_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,18 @@ class _Stopwatch:
             yield
         finally:
             self._paused += self._clock() - start
+
+
+def evaluation_rows(output_dir: str | os.PathLike, *metrics: str) -> list[dict]:
+    """The rows of a run's ``metrics.json`` that hold any of ``metrics`` (an evaluation's keys:
+    ``"bbox/AP"``, ``"mae_eval/loss"``, ``"sam/box_mIoU"``), in order, with the training time
+    ``TimedEvalHook`` adds; [] before the run has written one."""
+    path = os.path.join(output_dir, "metrics.json")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [row for row in rows if any(metric in row for metric in metrics)]
 
 
 class TimedEvalHook(hooks.EvalHook):
