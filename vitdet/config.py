@@ -169,9 +169,9 @@ def register_datasets(cfg: DictConfig, coco_datasets: Sequence[Sequence[str]] = 
     for name, json_file, image_dir in coco_datasets:
         register_coco(name, json_file, image_dir)
         logger.info(f"Registered COCO dataset {name}: {json_file}, images in {image_dir}")
-    names = _dataset_names(cfg)
-    subsets = [name for name in names if subset.parse_subset_name(name)]
-    bases = [subset.parse_subset_name(name)[0] if name in subsets else name for name in names]
+    parsed = {name: subset.parse_subset_name(name) for name in _dataset_names(cfg)}
+    subsets = [name for name, base_percent in parsed.items() if base_percent]
+    bases = [base_percent[0] if base_percent else name for name, base_percent in parsed.items()]
     for name in bases:
         _check_builtin(name)
 
