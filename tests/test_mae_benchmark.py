@@ -106,7 +106,7 @@ def test_jobs_commands(bench, tmp_path):
     assert list(jobs) == [
         "random_10", "mae", "mae_10", "random_100", "mae_100", "random_10_lr5e-4",
         "random_10_lr2e-3", "mae_10_lr1e-3", "mae_10_scratch_recipe", "mae_convstem",
-        "mae_convstem_10", "mae_sincos_10",
+        "mae_convstem_10", "mae_sincos_10", "mae_long", "mae_long_10", "mae_long_100",
     ]  # fmt: skip
     for job in jobs.values():
         assert "--resume" in job.command
@@ -118,6 +118,10 @@ def test_jobs_commands(bench, tmp_path):
     assert value(random100, "train.init_checkpoint") is None
     assert jobs["mae_10"].after == ("mae",) and jobs["random_10"].after == ()
     assert jobs["mae_convstem_10"].after == ("mae_convstem",)
+    assert jobs["mae_long_100"].after == ("mae_long",)
+    assert value(jobs["mae_long_100"].command, "train.init_checkpoint") == str(
+        tmp_path / "mae_long" / "model_final.pth"
+    )
     for arm in ("mae_10", "random_100"):  # one schedule for every arm; the user's opts last
         command = jobs[arm].command
         assert value(command, "train.max_iter") == "300"
@@ -128,6 +132,19 @@ def test_jobs_commands(bench, tmp_path):
     main = bench.build_jobs(tmp_path, [a for a in bench.ARMS if a.group == "main"],
                             finetune_iters=300, eval_period=100, opts=[])  # fmt: skip
     assert "mae_convstem" not in {job.name for job in main}  # only the pretraining it needs
+
+
+def test_pretraining_configs_differ_only_in_schedule(bench):
+    """The budget row changes the pretraining's length and nothing else of its recipe."""
+    configs = {pre.name: REPO / pre.config for pre in bench.PRETRAININGS}
+    short, long = load_config(configs["mae"]), load_config(configs["mae_long"])
+    assert (short.model, short.optimizer, short.dataloader) == (
+        long.model,
+        long.optimizer,
+        long.dataloader,
+    )
+    assert long.train.max_iter == 7.5 * short.train.max_iter
+    assert long.lr_multiplier.warmup_length == short.lr_multiplier.warmup_length == 0.05
 
 
 def finished_run(bench, folder: Path, curve: list[tuple[int, float]], lr: float) -> None:

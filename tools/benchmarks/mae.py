@@ -13,11 +13,12 @@ and resumed (``--resume``) when interrupted, so the same command continues a sto
    ``--unlabeled-images`` unlabeled images of another generator seed
    (``$DETECTRON2_DATASETS/synthetic_unlabeled/train``: none is a labeled or validation image);
 2. pretraining (tools/pretrain_mae.py): ``mae`` (configs/MAE/mae_vit_tiny_synthetic_unlabeled.py)
-   and, for the conv-stem row, ``mae_convstem``;
+   and, for the conv-stem row, ``mae_convstem``, for the budget rows ``mae_long`` (the same
+   recipe 7.5x longer, configs/MAE/mae_vit_tiny_synthetic_long.py);
 3. fine-tuning (tools/train_net.py), ``finetune_<arm>``: the arms of ``ARMS``, in the groups
    ``main`` (MAE / random x 10% / 100% labels), ``sweep`` (at 10%: random init at two more lrs,
-   MAE init at one more lr and with the from-scratch recipe) and ``variants`` (sin-cos
-   positions, conv stem); 10% is the dataset ``synthetic_train@10%`` (``vitdet.data.subset``).
+   MAE init at one more lr and with the from-scratch recipe), ``variants`` (sin-cos
+   positions, conv stem) and ``budget`` (10% / 100% from ``mae_long``); 10% is the dataset ``synthetic_train@10%`` (``vitdet.data.subset``).
    Every arm evaluates on synthetic_val every ``--eval-period`` iterations, which gives the curves;
 4. ``results.md`` / ``results.json`` (the table, the goal check, CPU minutes) and ``curves.png``
    (box and mask AP against fine-tuning iterations, one line per arm).
@@ -49,7 +50,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCRATCH_CONFIG = "configs/Synthetic/mask_rcnn_vitdet_tiny.py"
 MAE_FT_CONFIG = "configs/Synthetic/mask_rcnn_vitdet_tiny_mae_ft.py"
 CONVSTEM_FT_CONFIG = "configs/Synthetic/mask_rcnn_vitdet_tiny_convstem_mae_ft.py"
-GROUPS = ("main", "sweep", "variants")
+GROUPS = ("main", "sweep", "variants", "budget")
 GOAL_GAIN = 5.0  # box AP the MAE arm must gain over random initialisation at 10% labels
 
 
@@ -77,6 +78,7 @@ class Arm:
 PRETRAININGS = (
     Pretraining("mae", "configs/MAE/mae_vit_tiny_synthetic_unlabeled.py"),
     Pretraining("mae_convstem", "configs/MAE/mae_vit_tiny_synthetic_convstem.py"),
+    Pretraining("mae_long", "configs/MAE/mae_vit_tiny_synthetic_long.py"),
 )
 # In priority order: runs start in this order as the job slots free up (the conv-stem row before
 # the sin-cos one: its pretraining then runs beside other arms, not alone at the end).
@@ -134,6 +136,25 @@ ARMS = (
         10,
         "mae",
         ("model.backbone.net.pos_embed_type=sincos",),
+    ),
+    # The pretraining budget: the 60 CPU minutes instead of 7, with the 10% arm's best
+    # fine-tuning lr (1e-3) and the recipe's default (5e-4) at 100%.
+    Arm(
+        "mae_long_10",
+        "MAE init (52-minute pretraining), fine-tuning recipe, lr 1e-3",
+        "budget",
+        MAE_FT_CONFIG,
+        10,
+        "mae_long",
+        ("optimizer.lr=1e-3",),
+    ),
+    Arm(
+        "mae_long_100",
+        "MAE init (52-minute pretraining), fine-tuning recipe",
+        "budget",
+        MAE_FT_CONFIG,
+        100,
+        "mae_long",
     ),
 )
 
