@@ -317,3 +317,44 @@ def test_num_gpus_under_torchrun_is_a_user_error(monkeypatch, capsys):
     args = argparse.Namespace(num_gpus=2, num_machines=1, machine_rank=0, dist_url="auto")
     assert launch_main(print, args, prog="train_net.py", user_errors=()) == 2
     assert "started by torchrun (2 processes): drop --num-gpus" in capsys.readouterr().err
+
+
+SAM_CONFIG = str(REPO / "configs" / "SAM" / "sam_vit_tiny_synthetic.py")
+
+
+def test_sam_two_processes_train_and_evaluate_every_image(data, tmp_path, one_thread):
+    """SAM through the same launcher: 2 processes train (steps with no box prompt at all, so the
+    box-corner embeddings get no loss) and the evaluation gathers both processes' images: its
+    mIoU equals a 1-process evaluation of the saved weights. (It did not while each process kept
+    the Fourier position features it drew under its own seed: a buffer, which DDP leaves alone.)"""
+    tag = uuid.uuid4().hex[:8]
+    names = {split: f"sam_dist_{split}_{tag}" for split in ("train", "val")}
+    register = [
+        a for split in ("train", "val") for a in ("--register-coco", names[split], *data[split])
+    ]
+    flags = ["--config-file", SAM_CONFIG, *register]
+    common = [
+        f"dataloader.train.dataset.names={names['train']}",
+        f"dataloader.test.dataset.names={names['val']}",
+        "dataloader.train.num_workers=0", "dataloader.test.num_workers=0",
+        "train.amp.enabled=False", "model.num_correction_points=1",
+    ]  # fmt: skip
+    out = tmp_path / "two"
+    job = run_job(
+        SPAWN,
+        [*TWO_PROCESSES, *flags, *common, f"train.output_dir={out}", "train.max_iter=2",
+         "train.eval_period=2", "train.log_period=1", "dataloader.train.total_batch_size=4",
+         "model.box_probability=0.0"],
+    )  # fmt: skip
+    assert job.returncode == 0, job.stderr[-3000:]
+    assert [r["iteration"] for r in read_metrics(out) if "total_loss" in r] == [0, 1]
+    two = json.loads((out / "eval_results.json").read_text())["sam"]
+    single = tmp_path / "one"
+    weights = f"train.init_checkpoint={out / 'model_final.pth'}"
+    argv = [*flags, "--eval-only", *common, weights, f"train.output_dir={single}"]
+    assert train_net.cli(argv) == 0
+    one = json.loads((single / "eval_results.json").read_text())["sam"]
+    assert set(two) == set(one) == {"box_mIoU", "point_mIoU", "click1_mIoU", "click3_mIoU",
+                                    "click5_mIoU"}  # fmt: skip
+    for key, value in one.items():
+        assert two[key] == pytest.approx(value, abs=1e-6), key

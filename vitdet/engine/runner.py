@@ -97,7 +97,15 @@ def build_model(cfg: DictConfig) -> torch.nn.Module:
 
 
 def _wrap_ddp(cfg: DictConfig, model: torch.nn.Module) -> torch.nn.Module:
-    """``model`` in DistributedDataParallel when there are several processes (CPU: gloo)."""
+    """``model`` in DistributedDataParallel when there are several processes (CPU: gloo).
+
+    Every process starts from rank 0's buffers as well as its parameters: DDP copies buffers
+    only with ``broadcast_buffers``, and each process builds the model under its own seed, so a
+    buffer drawn at random (SAM's Fourier position features) would differ from process to
+    process for the whole run."""
+    if comm.get_world_size() > 1:
+        for buffer in model.buffers():
+            dist.broadcast(buffer.data, src=0)
     on_cpu = torch.device(cfg.train.device).type == "cpu"
     device_ids = None if on_cpu else [comm.get_local_rank()]
     return create_ddp_model(model, device_ids=device_ids, **cfg.train.ddp)
