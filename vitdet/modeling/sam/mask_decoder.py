@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import torch
 import torch.nn as nn
-from detectron2.layers.batch_norm import LayerNorm as ChannelLayerNorm
 
+from ..channel_norm import ChannelLayerNorm
 from .mlp import HeadMlp
 
 __all__ = ["MaskDecoder"]

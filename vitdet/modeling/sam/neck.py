@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import torch.nn as nn
-from detectron2.layers.batch_norm import LayerNorm as ChannelLayerNorm
+
+from ..channel_norm import ChannelLayerNorm
 
 __all__ = ["SamNeck"]
 
@@ -11,8 +12,9 @@ __all__ = ["SamNeck"]
 class SamNeck(nn.Sequential):
     """conv 1x1 (no bias) -> channel LayerNorm -> conv 3x3 (no bias) -> channel LayerNorm.
 
-    (B, in_chans, H, W) -> (B, out_chans, H, W). The channel LayerNorm is detectron2's (eps 1e-6,
-    the release's ``LayerNorm2d``); ``neck.{0,1,2,3}`` as in the checkpoints.
+    (B, in_chans, H, W) -> (B, out_chans, H, W). The channel LayerNorm computes detectron2's (eps
+    1e-6, the release's ``LayerNorm2d``) in one fused call; ``neck.{0,1,2,3}`` as in the
+    checkpoints.
     """
 
     def __init__(self, *, in_chans: int, out_chans: int) -> None:

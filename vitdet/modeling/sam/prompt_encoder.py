@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 import torch
 import torch.nn as nn
-from detectron2.layers.batch_norm import LayerNorm as ChannelLayerNorm
+
+from ..channel_norm import ChannelLayerNorm
 
 __all__ = ["PositionEmbeddingRandom", "PromptEncoder"]
 
