@@ -9,8 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from detectron2.config import instantiate
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from vitdet.checkpoint import load_checkpoint
 from vitdet.config import load_config, register_datasets
 from vitdet.data import DatasetError, register_coco
 from vitdet.data.subset import parse_subset_name, select_subset, subset_indices
@@ -107,6 +110,7 @@ def test_jobs_commands(bench, tmp_path):
         "random_10", "mae", "mae_10", "random_100", "mae_100", "random_10_lr5e-4",
         "random_10_lr2e-3", "mae_10_lr1e-3", "mae_10_scratch_recipe", "mae_convstem",
         "mae_convstem_10", "mae_sincos_10", "mae_long", "mae_long_10", "mae_long_100",
+        "supervised", "supervised_10",
     ]  # fmt: skip
     for job in jobs.values():
         assert "--resume" in job.command
@@ -119,6 +123,13 @@ def test_jobs_commands(bench, tmp_path):
     assert jobs["mae_10"].after == ("mae",) and jobs["random_10"].after == ()
     assert jobs["mae_convstem_10"].after == ("mae_convstem",)
     assert jobs["mae_long_100"].after == ("mae_long",)
+    supervised = jobs["supervised"].command
+    assert "tools/train_net.py" in supervised and "--register-coco" in supervised
+    assert value(supervised, "dataloader.train.dataset.names") == bench.UNLABELED_TRAIN
+    assert value(jobs["supervised_10"].command, "train.init_checkpoint") == str(
+        tmp_path / "supervised" / "backbone_init.pth"
+    )
+    assert jobs["supervised_10"].prepare is not None and jobs["mae_10"].prepare is None
     assert value(jobs["mae_long_100"].command, "train.init_checkpoint") == str(
         tmp_path / "mae_long" / "model_final.pth"
     )
@@ -145,6 +156,30 @@ def test_pretraining_configs_differ_only_in_schedule(bench):
     )
     assert long.train.max_iter == 7.5 * short.train.max_iter
     assert long.lr_multiplier.warmup_length == short.lr_multiplier.warmup_length == 0.05
+
+
+def test_backbone_init_keeps_the_vit_and_builds_new_heads(bench, tmp_path, one_thread):
+    """The supervised ceiling's init: the trained detector's ViT, the rest as a new detector's;
+    it loads strictly into the fine-tuning model."""
+    config = bench.MAE_FT_CONFIG
+    torch.manual_seed(1)
+    trained = instantiate(load_config(REPO / config).model).state_dict()
+    torch.save({"model": trained}, tmp_path / "model_final.pth")
+    dst = tmp_path / "backbone_init.pth"
+    bench.backbone_init(tmp_path / "model_final.pth", dst, config)
+    torch.manual_seed(0)
+    fresh = instantiate(load_config(REPO / config).model)
+    fresh_state = {k: v.clone() for k, v in fresh.state_dict().items()}
+    report = load_checkpoint(fresh, str(dst))
+    assert not report.new and not report.refused
+    for key, value in fresh.state_dict().items():
+        expected = trained[key] if key.startswith("backbone.net.") else fresh_state[key]
+        assert torch.equal(value, expected), key
+    assert not torch.equal(trained["roi_heads.box_predictor.cls_score.weight"],
+                           fresh_state["roi_heads.box_predictor.cls_score.weight"])  # fmt: skip
+    with pytest.raises(ValueError, match="not a checkpoint"):
+        torch.save({"model": {"blocks.0.x": torch.zeros(1)}}, tmp_path / "other.pth")
+        bench.backbone_init(tmp_path / "other.pth", dst, config)
 
 
 def finished_run(bench, folder: Path, curve: list[tuple[int, float]], lr: float) -> None:

@@ -14,11 +14,14 @@ and resumed (``--resume``) when interrupted, so the same command continues a sto
    (``$DETECTRON2_DATASETS/synthetic_unlabeled/train``: none is a labeled or validation image);
 2. pretraining (tools/pretrain_mae.py): ``mae`` (configs/MAE/mae_vit_tiny_synthetic_unlabeled.py)
    and, for the conv-stem row, ``mae_convstem``, for the budget rows ``mae_long`` (the same
-   recipe 7.5x longer, configs/MAE/mae_vit_tiny_synthetic_long.py);
+   recipe 7.5x longer, configs/MAE/mae_vit_tiny_synthetic_long.py); and ``supervised``
+   (tools/train_net.py): the Synthetic detector trained on the unlabeled pool *with* its labels,
+   whose ViT (pyramid and heads new) is the ceiling of what pretraining on those images can give;
 3. fine-tuning (tools/train_net.py), ``finetune_<arm>``: the arms of ``ARMS``, in the groups
    ``main`` (MAE / random x 10% / 100% labels), ``sweep`` (at 10%: random init at two more lrs,
    MAE init at one more lr and with the from-scratch recipe), ``variants`` (sin-cos
-   positions, conv stem) and ``budget`` (10% / 100% from ``mae_long``); 10% is the dataset ``synthetic_train@10%`` (``vitdet.data.subset``).
+   positions, conv stem) and ``budget`` (10% / 100% from ``mae_long``, 10% from
+   ``supervised``); 10% is the dataset ``synthetic_train@10%`` (``vitdet.data.subset``).
    Every arm evaluates on synthetic_val every ``--eval-period`` iterations, which gives the curves;
 4. ``results.md`` / ``results.json`` (the table, the goal check, CPU minutes) and ``curves.png``
    (box and mask AP against fine-tuning iterations, one line per arm).
@@ -38,11 +41,15 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
+import torch
 import yaml
+from detectron2.config import instantiate
 from matplotlib.figure import Figure
 
+from vitdet.config import load_config
 from vitdet.data import synthetic
 from vitdet.engine import evaluation_rows
 
@@ -58,6 +65,14 @@ GOAL_GAIN = 5.0  # box AP the MAE arm must gain over random initialisation at 10
 class Pretraining:
     name: str  # folder under --output-dir
     config: str
+    # False: MAE (tools/pretrain_mae.py) on the unlabeled images; True: the detector trained
+    # (tools/train_net.py) on the same images with their labels, whose ViT alone is kept.
+    supervised: bool = False
+
+    def init_file(self, out: Path) -> Path:
+        """The fine-tuning's train.init_checkpoint."""
+        name = "backbone_init.pth" if self.supervised else "model_final.pth"
+        return out / self.name / name
 
 
 @dataclass(frozen=True)
@@ -72,14 +87,19 @@ class Arm:
 
     @property
     def init(self) -> str:
-        return "random" if self.pretraining is None else "MAE"
+        if self.pretraining is None:
+            return "random"
+        return "supervised" if PRETRAININGS_BY_NAME[self.pretraining].supervised else "MAE"
 
 
 PRETRAININGS = (
     Pretraining("mae", "configs/MAE/mae_vit_tiny_synthetic_unlabeled.py"),
     Pretraining("mae_convstem", "configs/MAE/mae_vit_tiny_synthetic_convstem.py"),
     Pretraining("mae_long", "configs/MAE/mae_vit_tiny_synthetic_long.py"),
+    Pretraining("supervised", SCRATCH_CONFIG, supervised=True),
 )
+PRETRAININGS_BY_NAME = {pre.name: pre for pre in PRETRAININGS}
+UNLABELED_TRAIN = "synthetic_unlabeled_train"  # the unlabeled pool, registered with its labels
 # In priority order: runs start in this order as the job slots free up (the conv-stem row before
 # the sin-cos one: its pretraining then runs beside other arms, not alone at the end).
 ARMS = (
@@ -156,6 +176,18 @@ ARMS = (
         100,
         "mae_long",
     ),
+    # What any pretraining on the unlabeled pool could give the backbone: the Synthetic detector
+    # trained on those images with their labels (1500 it), its ViT kept, the pyramid and the
+    # heads new, fine-tuned as the MAE arms are.
+    Arm(
+        "supervised_10",
+        "supervised ViT (the pool's labels: a ceiling), fine-tuning recipe, lr 1e-3",
+        "budget",
+        MAE_FT_CONFIG,
+        10,
+        "supervised",
+        ("optimizer.lr=1e-3",),
+    ),
 )
 
 
@@ -168,6 +200,7 @@ class Job:
     command: list[str]
     done: Callable[[], bool]
     after: tuple[str, ...] = ()
+    prepare: Callable[[], None] | None = None  # run here before the command starts
 
 
 def finished(folder: Path, max_iter: int) -> bool:
@@ -178,14 +211,49 @@ def finished(folder: Path, max_iter: int) -> bool:
     )
 
 
+def backbone_init(trained: Path, dst: Path, config: str) -> None:
+    """A fine-tuning init from a trained detector: its ViT (``backbone.net.*``) with the pyramid
+    and heads of ``config``'s detector freshly built (seed 0), one file that loads strictly."""
+    torch.manual_seed(0)
+    state = instantiate(load_config(REPO / config).model).state_dict()
+    weights = torch.load(trained, map_location="cpu", weights_only=True)["model"]
+    vit = {k: v for k, v in weights.items() if k.startswith("backbone.net.")}
+    if not vit or set(vit) - set(state):
+        raise ValueError(f"{trained}: not a checkpoint of {config}'s detector")
+    state.update(vit)
+    tmp = dst.with_suffix(".tmp")
+    torch.save({"model": state}, tmp)
+    tmp.replace(dst)
+
+
+def pretraining_job(out: Path, pre: Pretraining, datasets: Path) -> Job:
+    """The run of one pretraining (and, supervised, the init file made from its result)."""
+    folder = out / pre.name
+    if not pre.supervised:
+        command = [sys.executable, "tools/pretrain_mae.py", "--resume", "--config-file", pre.config]
+        command += [f"train.output_dir={folder}"]
+        return Job(pre.name, folder, command, lambda: (folder / "model_final.pth").is_file())
+    pool = datasets / "synthetic_unlabeled"
+    command = [sys.executable, "tools/train_net.py", "--resume", "--config-file", pre.config]
+    command += ["--register-coco", UNLABELED_TRAIN]
+    command += [str(pool / "annotations" / "instances_train.json"), str(pool / "train")]
+    command += [f"train.output_dir={folder}", f"dataloader.train.dataset.names={UNLABELED_TRAIN}"]
+    return Job(pre.name, folder, command, lambda: (folder / "model_final.pth").is_file())
+
+
 def build_jobs(
-    out: Path, arms: Sequence[Arm], *, finetune_iters: int, eval_period: int, opts: Sequence[str]
+    out: Path,
+    arms: Sequence[Arm],
+    *,
+    finetune_iters: int,
+    eval_period: int,
+    opts: Sequence[str],
+    datasets: Path = Path("datasets"),
 ) -> list[Job]:
     """The arms' runs in ARMS order (the start priority), each pretraining just before the first
     arm that needs it, each with its tool command."""
     python = sys.executable
     jobs = []
-    pretrainings = {pre.name: pre for pre in PRETRAININGS}
     # The from-scratch warm-up of 100 iterations, as a fraction of the fine-tuning schedule.
     schedule = [
         f"train.max_iter={finetune_iters}",
@@ -194,24 +262,24 @@ def build_jobs(
         f"train.checkpointer.period={eval_period}",
     ]
     for arm in arms:
-        if arm.pretraining is not None and arm.pretraining not in {job.name for job in jobs}:
-            pre = pretrainings[arm.pretraining]
-            folder = out / pre.name
-            command = [python, "tools/pretrain_mae.py", "--resume", "--config-file", pre.config]
-            command += [f"train.output_dir={folder}"]
-            done = lambda f=folder: (f / "model_final.pth").is_file()  # noqa: E731
-            jobs.append(Job(pre.name, folder, command, done))
+        pre = PRETRAININGS_BY_NAME.get(arm.pretraining)
+        if pre is not None and pre.name not in {job.name for job in jobs}:
+            jobs.append(pretraining_job(out, pre, datasets))
         folder = out / f"finetune_{arm.name}"
         command = [python, "tools/train_net.py", "--resume", "--config-file", arm.config]
         command += [f"train.output_dir={folder}"]
         if arm.percent != 100:
             command += [f"dataloader.train.dataset.names=synthetic_train@{arm.percent}%"]
-        if arm.pretraining is not None:
-            command += [f"train.init_checkpoint={out / arm.pretraining / 'model_final.pth'}"]
+        prepare = None
+        if pre is not None:
+            command += [f"train.init_checkpoint={pre.init_file(out)}"]
+            if pre.supervised:
+                trained = out / pre.name / "model_final.pth"
+                prepare = partial(backbone_init, trained, pre.init_file(out), arm.config)
         command += [*schedule, *arm.overrides, *opts]
-        after = () if arm.pretraining is None else (arm.pretraining,)
+        after = () if pre is None else (pre.name,)
         done = lambda f=folder: finished(f, finetune_iters)  # noqa: E731
-        jobs.append(Job(arm.name, folder, command, done, after))
+        jobs.append(Job(arm.name, folder, command, done, after, prepare))
     return jobs
 
 
@@ -224,6 +292,8 @@ def arm_jobs(jobs: Sequence[Job], arms: Sequence[Arm]) -> list[Job]:
 def start(job: Job) -> subprocess.Popen:
     """Start ``job`` in the repository with its output appended to <folder>/stdout.log."""
     job.folder.mkdir(parents=True, exist_ok=True)
+    if job.prepare is not None:
+        job.prepare()
     log = job.folder / "stdout.log"
     print(f"$ {' '.join(job.command)}  (log: {log})", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
@@ -491,6 +561,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         finetune_iters=args.finetune_iters,
         eval_period=args.eval_period,
         opts=args.opts,
+        datasets=datasets,
     )
     try:
         run_jobs(jobs, max_jobs=args.jobs)
