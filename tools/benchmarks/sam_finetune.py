@@ -16,7 +16,8 @@
 Every stage is a train_net run in its own folder under ``--output-dir`` and resumes
 (``--resume``) or is skipped when done, so an interrupted benchmark picks up where it stopped.
 Writes ``table.md`` and ``curve.png`` there. Trailing ``key=value`` arguments override the
-scratch run's config.
+config of every stage (the model evaluated on B is the one trained on A; B's data, weights and
+fine-tuning schedule are set after them).
 """
 
 import argparse
@@ -50,7 +51,7 @@ def main() -> int:
     parser.add_argument("--output-dir", default="output/sam_benchmark")
     parser.add_argument("--finetune-iters", type=int, default=150)
     parser.add_argument("--finetune-lr", type=float, default=3e-4)
-    parser.add_argument("opts", nargs="*", help="key=value overrides of the scratch run")
+    parser.add_argument("opts", nargs="*", help="key=value overrides of every stage's config")
     args = parser.parse_args()
     out = Path(args.output_dir).resolve()
     scratch, before, finetune = out / "scratch", out / "before", out / "finetune"
@@ -74,13 +75,13 @@ def main() -> int:
     weights = f"train.init_checkpoint={scratch / 'model_final.pth'}"
     if not (before / "eval_results.json").is_file():
         train_net(
-            ["--config-file", str(CONFIG), "--eval-only", *register, *on_b, weights,
-             f"train.output_dir={before}"]
+            ["--config-file", str(CONFIG), "--eval-only", *register, *args.opts, *on_b,
+             weights, f"train.output_dir={before}"]
         )  # fmt: skip
     if not (finetune / "model_final.pth").is_file():
         iters = args.finetune_iters
         train_net(
-            ["--config-file", str(CONFIG), "--resume", *register, *on_b, weights,
+            ["--config-file", str(CONFIG), "--resume", *register, *args.opts, *on_b, weights,
              f"train.output_dir={finetune}", "model.freeze_image_encoder=True",
              "model.embedding_cache_size=1000", f"train.max_iter={iters}",
              f"train.eval_period={iters}", f"train.checkpointer.period={iters}",
