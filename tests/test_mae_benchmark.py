@@ -108,9 +108,9 @@ def test_jobs_commands(bench, tmp_path):
     # The start priority: ARMS order, each pretraining just before the first arm needing it.
     assert list(jobs) == [
         "random_10", "mae", "mae_10", "random_100", "mae_100", "random_10_lr5e-4",
-        "random_10_lr2e-3", "mae_10_lr1e-3", "mae_10_scratch_recipe", "mae_convstem",
-        "mae_convstem_10", "mae_sincos_10", "mae_long", "mae_long_10", "mae_long_100",
-        "supervised", "supervised_10",
+        "random_10_lr2e-3", "mae_10_lr1e-3", "random_100_lr2e-3", "mae_10_scratch_recipe",
+        "mae_convstem", "mae_convstem_10", "mae_sincos_10", "mae_long", "mae_long_10",
+        "mae_long_100", "mae_long_100_lr1e-3", "supervised", "supervised_10",
     ]  # fmt: skip
     for job in jobs.values():
         assert "--resume" in job.command
@@ -293,6 +293,7 @@ def test_results_table_goal_and_picture(bench, tmp_path):
         "mae_10_lr1e-3": [(150, 21.0), (300, 28.0)],
         "mae_10_scratch_recipe": [(150, 18.0), (300, 25.0)],
         "random_100": [(150, 30.0), (300, 50.0)],
+        "random_100_lr2e-3": [(150, 31.0), (300, 48.0)],
         "mae_100": [(150, 35.0), (300, 49.0)],
     }
     for name, curve in curves.items():

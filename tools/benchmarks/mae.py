@@ -19,9 +19,10 @@ and resumed (``--resume``) when interrupted, so the same command continues a sto
    whose ViT (pyramid and heads new) is the ceiling of what pretraining on those images can give;
 3. fine-tuning (tools/train_net.py), ``finetune_<arm>``: the arms of ``ARMS``, in the groups
    ``main`` (MAE / random x 10% / 100% labels), ``sweep`` (at 10%: random init at two more lrs,
-   MAE init at one more lr and with the from-scratch recipe), ``variants`` (sin-cos
-   positions, conv stem) and ``budget`` (10% / 100% from ``mae_long``, 10% from
-   ``supervised``); 10% is the dataset ``synthetic_train@10%`` (``vitdet.data.subset``).
+   MAE init at one more lr and with the from-scratch recipe; at 100% random init at lr 2e-3),
+   ``variants`` (sin-cos positions, conv stem) and ``budget`` (10% / 100% from ``mae_long``,
+   at 100% also at lr 1e-3; 10% from ``supervised``); 10% is the dataset
+   ``synthetic_train@10%`` (``vitdet.data.subset``).
    Every arm evaluates on synthetic_val every ``--eval-period`` iterations, which gives the curves;
 4. ``results.md`` / ``results.json`` (the table, the goal check, CPU minutes) and ``curves.png``
    (box and mask AP against fine-tuning iterations, one line per arm).
@@ -133,6 +134,14 @@ ARMS = (
         ("optimizer.lr=1e-3",),
     ),
     Arm(
+        "random_100_lr2e-3",
+        "random init, from-scratch recipe, lr 2e-3",
+        "sweep",
+        SCRATCH_CONFIG,
+        100,
+        overrides=("optimizer.lr=2e-3",),
+    ),
+    Arm(
         "mae_10_scratch_recipe",
         "MAE init, from-scratch recipe (lr 1e-3, no layer decay)",
         "sweep",
@@ -175,6 +184,15 @@ ARMS = (
         MAE_FT_CONFIG,
         100,
         "mae_long",
+    ),
+    Arm(
+        "mae_long_100_lr1e-3",
+        "MAE init (52-minute pretraining), fine-tuning recipe, lr 1e-3",
+        "budget",
+        MAE_FT_CONFIG,
+        100,
+        "mae_long",
+        ("optimizer.lr=1e-3",),
     ),
     # What any pretraining on the unlabeled pool could give the backbone: the Synthetic detector
     # trained on those images with their labels (1500 it), its ViT kept, the pyramid and the
