@@ -324,3 +324,23 @@ def test_results_table_goal_and_picture(bench, tmp_path):
     assert "Goal at 10% labels (mae_10_lr1e-3 vs random_10_lr5e-4): box AP gain +6.0" in text
     assert (tmp_path / "results.md").read_text() == text
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_results_with_the_supervised_ceiling(bench, tmp_path):
+    """The supervised pretraining is reported by its box AP, and its arm is neither MAE nor
+    random in the goal check."""
+    arms = [a for a in bench.ARMS if a.name in ("random_10", "mae_10", "supervised_10")]
+    for name, final in (("random_10", 20.0), ("mae_10", 22.0), ("supervised_10", 40.0)):
+        finished_run(bench, tmp_path / f"finetune_{name}", [(150, final / 2), (300, final)], 1e-3)
+    finished_run(bench, tmp_path / "supervised", [(500, 30.0), (1000, 50.0)], 1e-3)
+    (tmp_path / "mae").mkdir()
+    (tmp_path / "mae" / "metrics.json").write_text(
+        json.dumps({"train_iterations": 600, "train_cpu_seconds": 60, "mae_eval/loss": 0.5})
+    )
+    text = bench.write_results(tmp_path, arms, 300)
+    assert (
+        "Pretraining `supervised`: 1000 iterations, 100.0 CPU min; box AP on synthetic_val" in text
+    )
+    assert "at each evaluation: 30.0, 50.0" in text
+    goal = json.loads((tmp_path / "results.json").read_text())["goal"]["10%"]
+    assert (goal["mae"], goal["random"], goal["box_AP_gain"]) == ("mae_10", "random_10", 2.0)

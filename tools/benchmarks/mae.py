@@ -434,13 +434,16 @@ def recipe(folder: Path) -> dict:
     }
 
 
-def pretraining_results(folder: Path) -> dict:
-    """Masked-patch loss on the validation crops at each evaluation, CPU minutes."""
-    rows = evaluation_rows(folder, "mae_eval/loss")
+def pretraining_results(folder: Path, pre: Pretraining) -> dict:
+    """At each evaluation the masked-patch loss on the validation crops (MAE) or the box AP on
+    synthetic_val (supervised); CPU minutes."""
+    metric = "bbox/AP" if pre.supervised else "mae_eval/loss"
+    rows = evaluation_rows(folder, metric)
     pictures = sorted((folder / "reconstructions").glob("*.png"))
     return {
         "iterations": int(rows[-1]["train_iterations"]),
-        "loss": [(int(r["train_iterations"]), r["mae_eval/loss"]) for r in rows],
+        "metric": metric,
+        "values": [(int(r["train_iterations"]), r[metric]) for r in rows],
         "cpu_minutes": rows[-1]["train_cpu_seconds"] / 60,
         "reconstructions": str(pictures[-1]) if pictures else None,
     }
@@ -478,7 +481,7 @@ def write_results(out: Path, arms: Sequence[Arm], finetune_iters: int) -> str:
     """results.json, results.md and curves.png from the finished runs; returns the markdown."""
     results = [arm_results(out, arm) for arm in arms]
     pretrainings = {
-        pre.name: pretraining_results(out / pre.name)
+        pre.name: pretraining_results(out / pre.name, pre)
         for pre in PRETRAININGS
         if any(arm.pretraining == pre.name for arm in arms)
     }
@@ -503,11 +506,16 @@ def write_results(out: Path, arms: Sequence[Arm], finetune_iters: int) -> str:
     text = [f"Fine-tuning: {finetune_iters} iterations of batch 8 for every arm; AP on "
             "synthetic_val (100 images).", ""]  # fmt: skip
     for name, pre in pretrainings.items():
-        losses = ", ".join(f"{loss:.3f}" for _, loss in pre["loss"])
+        minutes = pre["cpu_minutes"]
+        start = f"Pretraining `{name}`: {pre['iterations']} iterations, {minutes:.1f} CPU min"
+        if pre["metric"] == "bbox/AP":
+            values = ", ".join(f"{ap:.1f}" for _, ap in pre["values"])
+            text.append(f"{start}; box AP on synthetic_val at each evaluation: {values}")
+            continue
+        losses = ", ".join(f"{loss:.3f}" for _, loss in pre["values"])
         text.append(
-            f"Pretraining `{name}`: {pre['iterations']} iterations, {pre['cpu_minutes']:.1f} CPU "
-            f"min; masked-patch loss on the validation crops at each evaluation: {losses}; last "
-            f"reconstructions: {pre['reconstructions']}"
+            f"{start}; masked-patch loss on the validation crops at each evaluation: {losses}; "
+            f"last reconstructions: {pre['reconstructions']}"
         )
     text += ["", *lines, ""]
     for percent, g in summary["goal"].items():
