@@ -1,8 +1,8 @@
 # configs/MAE/mae_vit_tiny_synthetic_unlabeled.py with the whole pretraining budget: the
 # same recipe, 7.5x the iterations (18000 it x 32 crops = 144 epochs of the 4000 unlabeled
-# images; about 52 CPU minutes with one thread at the 0.17 s per iteration measured for the
-# short run, AMD EPYC with AVX512-BF16, fp32). tools/benchmarks/mae.py's "budget" rows compare
-# the detectors fine-tuned from it with those from the short run.
+# images): 49.4 CPU minutes with one thread (AMD EPYC with AVX512-BF16, fp32, shared), masked-
+# patch loss 0.331 (the short run: 0.424). tools/benchmarks/mae.py's "budget" rows compare the
+# detectors fine-tuned from it with those from the short run (docs/MAE.md).
 from .mae_vit_tiny_synthetic_unlabeled import dataloader, lr_multiplier, model, optimizer, train
 
 train.max_iter = 18000

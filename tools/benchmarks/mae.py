@@ -170,7 +170,7 @@ ARMS = (
     # fine-tuning lr (1e-3) and the recipe's default (5e-4) at 100%.
     Arm(
         "mae_long_10",
-        "MAE init (52-minute pretraining), fine-tuning recipe, lr 1e-3",
+        "MAE init (7.5x longer pretraining), fine-tuning recipe, lr 1e-3",
         "budget",
         MAE_FT_CONFIG,
         10,
@@ -179,7 +179,7 @@ ARMS = (
     ),
     Arm(
         "mae_long_100",
-        "MAE init (52-minute pretraining), fine-tuning recipe",
+        "MAE init (7.5x longer pretraining), fine-tuning recipe",
         "budget",
         MAE_FT_CONFIG,
         100,
@@ -187,7 +187,7 @@ ARMS = (
     ),
     Arm(
         "mae_long_100_lr1e-3",
-        "MAE init (52-minute pretraining), fine-tuning recipe, lr 1e-3",
+        "MAE init (7.5x longer pretraining), fine-tuning recipe, lr 1e-3",
         "budget",
         MAE_FT_CONFIG,
         100,
