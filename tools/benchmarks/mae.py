@@ -245,17 +245,18 @@ def backbone_init(trained: Path, dst: Path, config: str) -> None:
 
 
 def pretraining_job(out: Path, pre: Pretraining, datasets: Path) -> Job:
-    """The run of one pretraining (and, supervised, the init file made from its result)."""
+    """The run of one pretraining: MAE on the unlabeled images, or (supervised) the detector
+    on the same images with their labels."""
     folder = out / pre.name
-    if not pre.supervised:
-        command = [sys.executable, "tools/pretrain_mae.py", "--resume", "--config-file", pre.config]
-        command += [f"train.output_dir={folder}"]
-        return Job(pre.name, folder, command, lambda: (folder / "model_final.pth").is_file())
-    pool = datasets / "synthetic_unlabeled"
-    command = [sys.executable, "tools/train_net.py", "--resume", "--config-file", pre.config]
-    command += ["--register-coco", UNLABELED_TRAIN]
-    command += [str(pool / "annotations" / "instances_train.json"), str(pool / "train")]
-    command += [f"train.output_dir={folder}", f"dataloader.train.dataset.names={UNLABELED_TRAIN}"]
+    tool, data = "tools/pretrain_mae.py", []
+    if pre.supervised:
+        pool = datasets / "synthetic_unlabeled"
+        tool = "tools/train_net.py"
+        data = ["--register-coco", UNLABELED_TRAIN,
+                str(pool / "annotations" / "instances_train.json"), str(pool / "train"),
+                f"dataloader.train.dataset.names={UNLABELED_TRAIN}"]  # fmt: skip
+    command = [sys.executable, tool, "--resume", "--config-file", pre.config, *data]
+    command += [f"train.output_dir={folder}"]
     return Job(pre.name, folder, command, lambda: (folder / "model_final.pth").is_file())
 
 
