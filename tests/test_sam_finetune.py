@@ -12,7 +12,7 @@ from detectron2.structures import BitMasks, Instances
 
 from vitdet.config import load_config
 from vitdet.data.synthetic import generate
-from vitdet.modeling.sam.training import TrainableSam
+from vitdet.modeling.sam.training import TrainableSam, mask_iou
 from vitdet.sam.evaluation import PromptedMaskEvaluator
 
 from helpers import REPO, load_tool
@@ -139,3 +139,35 @@ def test_localization_probe_disks_and_rows(one_thread):
     assert target[0, 64, 64] == 1 and target[0, 64, 64 + 16] == 0  # 30 px = 15 cells
     rows = probe.run(True, 1, 1e-3, steps=0)
     assert len(rows) == 1 and rows[0]["step"] == 0 and 0 <= rows[0]["iou"] <= 1
+
+
+def test_diagnosis_columns_match_the_evaluation_prompts(one_thread):
+    diagnosis = load_tool("benchmarks/sam_diagnose")
+    torch.manual_seed(0)
+    cfg = load_config(SAM_CONFIGS / "sam_vit_tiny_synthetic.py")
+    model = instantiate(cfg.model).eval()
+    records = []
+    for shift in (0, 40):
+        gt = torch.zeros(2, 192, 256, dtype=torch.bool)
+        gt[0, 20 + shift : 120 + shift, 30:150] = True
+        gt[1, 100:180, 140 + shift : 200 + shift] = True
+        image = torch.randint(0, 256, (3, 192, 256), dtype=torch.uint8)
+        records.append({"image": image, "instances": Instances((192, 256), gt_masks=BitMasks(gt))})
+    rows = diagnosis.diagnose(model, [records], limit=None)
+    with torch.no_grad():
+        embeddings = model.embed([r["image"] for r in records])
+        pairs = zip(records, embeddings, strict=True)
+        expected = [model.predict_instances(r, e)["sam"] for r, e in pairs]
+    for prompt in ("box", "point"):  # "as evaluated": the masks PromptedMaskEvaluator scores
+        ious = torch.cat(
+            [
+                mask_iou(e[prompt], r["instances"].gt_masks.tensor)
+                for e, r in zip(expected, records, strict=True)
+            ]
+        )
+        assert rows[prompt] == pytest.approx(ious.numpy(), abs=1e-6)
+        assert (rows[f"{prompt}_best"] >= rows[prompt] - 1e-6).all()
+    assert (rows["box_best"] >= rows["box_chosen"]).all() and rows["box"].max() > 0
+    assert rows["area"].tolist() == [12000, 4800, 12000, 4800]
+    assert len(diagnosis.diagnose(model, [records], limit=1)["box"]) == 2
+    assert "| d | all | 4 |" in diagnosis.table({"d": rows})

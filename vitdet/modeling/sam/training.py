@@ -158,7 +158,7 @@ def centre_points(regions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     )
 
 
-def _gt_masks(instances, size: tuple[int, int]) -> torch.Tensor:
+def gt_masks_of(instances, size: tuple[int, int]) -> torch.Tensor:
     """Instances' gt_masks (BitMasks or PolygonMasks) -> (N, h, w) bool."""
     masks = instances.gt_masks
     if isinstance(masks, PolygonMasks):
@@ -376,7 +376,7 @@ class TrainableSam(Sam):
         low = self.prompt_encoder.mask_input_size
         for record, embedding in zip(batched_inputs, embeddings, strict=True):
             size = tuple(record["image"].shape[-2:])
-            gt = _gt_masks(record["instances"], size).to(self.device)
+            gt = gt_masks_of(record["instances"], size).to(self.device)
             gt = gt[gt.flatten(1).any(1)]
             if len(gt) == 0:
                 continue
@@ -423,7 +423,7 @@ class TrainableSam(Sam):
         """Masks of every ground-truth instance for the evaluation prompts (module docstring):
         ``{"sam": {"box": (N, h, w), "point": ..., "click{k}": ..., "prompts": {...}}}``."""
         size = tuple(record["image"].shape[-2:])
-        gt = _gt_masks(record["instances"], size).to(self.device)
+        gt = gt_masks_of(record["instances"], size).to(self.device)
         results: dict[str, Any] = {}
         prompts: dict[str, torch.Tensor] = {}
         n = len(gt)

@@ -1,0 +1,119 @@
+#!/usr/bin/env python
+"""Where a trained SAM loses mIoU: output choice, object size, train vs held-out images.
+
+    python tools/benchmarks/sam_diagnose.py --weights output/sam/model_final.pth \
+        [--config-file configs/SAM/sam_vit_tiny_synthetic.py] [--datasets synthetic_val \
+        synthetic_train] [--limit 100] [key=value ...]
+
+For every ground-truth mask of each dataset (the first ``--limit`` images), with the evaluation's
+prompts (the exact box, the centre-most point; ``TrainableSam._first_prompt``), the IoU of
+each of the decoder's four outputs, then per prompt:
+
+- ``single``: the single output (token 0), what a box is evaluated on unless
+  ``model.box_multimask_output``;
+- ``chosen``: the multimask output with the highest predicted IoU, what a point (and a box with
+  ``box_multimask_output``) is evaluated on;
+- ``best``: the best multimask output by actual IoU: what a perfect IoU head would choose.
+
+``box`` / ``point`` ("as evaluated") equal the evaluator's ``sam/box_mIoU`` and
+``sam/point_mIoU``. The table also splits them by object area (pixels of the resized image).
+Trailing ``key=value`` arguments override the config, as in tools/train_net.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+from detectron2.config import instantiate
+
+from vitdet.checkpoint import load_checkpoint
+from vitdet.config import load_config, register_datasets
+from vitdet.device import cpu_model
+from vitdet.modeling.sam.training import TrainableSam, gt_masks_of, mask_iou
+
+CONFIG = "configs/SAM/sam_vit_tiny_synthetic.py"
+AREA_BINS = (0, 400, 1600, 6400, float("inf"))  # px of the resized image
+COLUMNS = ("box", "box_single", "box_chosen", "box_best", "point", "point_single", "point_best")
+
+
+@torch.no_grad()
+def diagnose(model: TrainableSam, batches: Iterable[list[dict]], *, limit: int | None) -> dict:
+    """Per ground-truth mask: ``area`` and the IoU columns of the module docstring, as arrays."""
+    rows: dict[str, list[float]] = {name: [] for name in ("area", *COLUMNS)}
+    seen = 0
+    for batch in batches:
+        for record in batch:
+            if limit is not None and seen >= limit:
+                return {name: np.array(values) for name, values in rows.items()}
+            seen += 1
+            size = tuple(record["image"].shape[-2:])
+            gt = gt_masks_of(record["instances"], size).to(model.device)
+            if len(gt) == 0:
+                continue
+            embedding = model.embed([record["image"]])[0]
+            for name, use_box in (("box", True), ("point", False)):
+                flags = torch.full((len(gt),), use_box, device=gt.device)
+                coords, labels = model._first_prompt(gt, flags, size, noisy=False)
+                logits, iou_pred = model.decode(embedding, coords, labels, None)
+                masks = model._upsample(logits.flatten(0, 1), size) > model.mask_threshold
+                # (n 4) h w -> n 4: the IoU of every output
+                ious = mask_iou(masks, gt.repeat_interleave(4, dim=0)).reshape(len(gt), 4)
+                rows_ = torch.arange(len(gt), device=gt.device)
+                chosen = ious[rows_, iou_pred[:, 1:].argmax(1) + 1]
+                single = ious[:, 0]
+                evaluated = single if use_box and not model.box_multimask_output else chosen
+                rows[name] += evaluated.tolist()
+                rows[f"{name}_single"] += single.tolist()
+                rows[f"{name}_best"] += ious[:, 1:].max(1).values.tolist()
+                if use_box:
+                    rows["box_chosen"] += chosen.tolist()
+            rows["area"] += gt.flatten(1).sum(1).float().tolist()
+    return {name: np.array(values) for name, values in rows.items()}
+
+
+def table(results: dict[str, dict]) -> str:
+    """Markdown: one row per dataset and area bin (and "all"), the mean IoU of each column."""
+    lines = [
+        "| dataset | area (px) | masks | " + " | ".join(COLUMNS) + " |",
+        "|---" * (3 + len(COLUMNS)) + "|",
+    ]
+    for dataset, rows in results.items():
+        bins = [("all", np.ones_like(rows["area"], dtype=bool))]
+        for low, high in zip(AREA_BINS, AREA_BINS[1:], strict=False):
+            label = f">= {low}" if high == float("inf") else f"{low}-{high}"
+            bins.append((label, (rows["area"] >= low) & (rows["area"] < high)))
+        for label, keep in bins:
+            if not keep.any():
+                continue
+            means = " | ".join(f"{rows[c][keep].mean():.3f}" for c in COLUMNS)
+            lines.append(f"| {dataset} | {label} | {int(keep.sum())} | {means} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config-file", default=CONFIG)
+    parser.add_argument("--weights", required=True, help="a checkpoint of the config's model")
+    parser.add_argument("--datasets", nargs="+", default=["synthetic_val", "synthetic_train"])
+    parser.add_argument("--limit", type=int, default=100, help="images per dataset (0: all)")
+    parser.add_argument("opts", nargs="*", help="config overrides key=value")
+    args = parser.parse_intermixed_args()
+
+    cfg = load_config(args.config_file, args.opts)
+    register_datasets(cfg)
+    model = instantiate(cfg.model).eval()
+    load_checkpoint(model, args.weights, source_format="own")
+    results = {}
+    for name in args.datasets:  # in fp32, as the evaluation of tools/train_net.py
+        cfg.dataloader.test.dataset.names = name
+        loader = instantiate(cfg.dataloader.test)
+        results[name] = diagnose(model, loader, limit=args.limit or None)
+    print(f"{args.weights}; CPU: {cpu_model()}")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
