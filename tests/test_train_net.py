@@ -424,7 +424,7 @@ def test_retention_counts_checkpoints_from_before_a_resume(dataset, tmp_path):
 @pytest.mark.parametrize(
     "override, words",
     [
-        ("train.max_iter=abc", "'train.max_iter' is 1500 (int), not a str"),
+        ("train.max_iter=abc", "'train.max_iter' is 1100 (int), not a str"),
         ("model.backbone.net.global_attn_indexes=3", "is [2, 5] (list), not a int"),
         ("model.roi_heads.no_such_argument=1", "has no key 'no_such_argument'"),  # **kwargs
         ("train.output_dir=/dev/null/out", "train.output_dir=/dev/null/out: cannot create"),
