@@ -3,7 +3,7 @@
 
     python tools/benchmarks/sam_diagnose.py --weights output/sam/model_final.pth \
         [--config-file configs/SAM/sam_vit_tiny_synthetic.py] [--datasets synthetic_val \
-        synthetic_train] [--limit 100] [key=value ...]
+        synthetic_train] [--limit 100] [--register-coco NAME JSON DIR] [key=value ...]
 
 For every ground-truth mask of each dataset (the first ``--limit`` images), with the evaluation's
 prompts (the exact box, the centre-most point; ``TrainableSam._first_prompt``), the IoU of
@@ -99,11 +99,15 @@ def main() -> None:
     parser.add_argument("--weights", required=True, help="a checkpoint of the config's model")
     parser.add_argument("--datasets", nargs="+", default=["synthetic_val", "synthetic_train"])
     parser.add_argument("--limit", type=int, default=100, help="images per dataset (0: all)")
+    parser.add_argument(
+        "--register-coco", nargs=3, action="append", default=[], metavar=("NAME", "JSON", "DIR"),
+        help="a COCO-format dataset to name in --datasets (as in tools/train_net.py)",
+    )  # fmt: skip
     parser.add_argument("opts", nargs="*", help="config overrides key=value")
     args = parser.parse_intermixed_args()
 
     cfg = load_config(args.config_file, args.opts)
-    register_datasets(cfg)
+    register_datasets(cfg, args.register_coco)
     model = instantiate(cfg.model).eval()
     load_checkpoint(model, args.weights, source_format="own")
     results = {}

@@ -49,7 +49,7 @@ def final_results(folder: Path) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output-dir", default="output/sam_benchmark")
-    parser.add_argument("--finetune-iters", type=int, default=150)
+    parser.add_argument("--finetune-iters", type=int, default=400)
     parser.add_argument("--finetune-lr", type=float, default=3e-4)
     parser.add_argument("opts", nargs="*", help="key=value overrides of every stage's config")
     args = parser.parse_args()
