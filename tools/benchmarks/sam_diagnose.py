@@ -6,7 +6,7 @@
         synthetic_train] [--limit 100] [--register-coco NAME JSON DIR] [key=value ...]
 
 For every ground-truth mask of each dataset (the first ``--limit`` images), with the evaluation's
-prompts (the exact box, the centre-most point; ``TrainableSam._first_prompt``), the IoU of
+prompts (the exact box, the centre-most point; ``TrainableSam.evaluation_prompt``), the IoU of
 each of the decoder's four outputs, then per prompt:
 
 - ``single``: the single output (token 0), what a box is evaluated on unless
@@ -55,10 +55,10 @@ def diagnose(model: TrainableSam, batches: Iterable[list[dict]], *, limit: int |
                 continue
             embedding = model.embed([record["image"]])[0]
             for name, use_box in (("box", True), ("point", False)):
-                flags = torch.full((len(gt),), use_box, device=gt.device)
-                coords, labels = model._first_prompt(gt, flags, size, noisy=False)
-                logits, iou_pred = model.decode(embedding, coords, labels, None)
-                masks = model._upsample(logits.flatten(0, 1), size) > model.mask_threshold
+                _, _, logits, iou_pred = model.evaluation_prompt(
+                    embedding, gt, size, use_box=use_box
+                )
+                masks = model.upsample_logits(logits.flatten(0, 1), size) > model.mask_threshold
                 # (n 4) h w -> n 4: the IoU of every output
                 ious = mask_iou(masks, gt.repeat_interleave(4, dim=0)).reshape(len(gt), 4)
                 rows_ = torch.arange(len(gt), device=gt.device)

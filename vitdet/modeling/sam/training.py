@@ -347,7 +347,18 @@ class TrainableSam(Sam):
         labels = torch.where(use_box[:, None], box_labels, point_labels)
         return coords, labels.expand(len(gt), 2)
 
-    def _upsample(self, low_res: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    def evaluation_prompt(
+        self, embedding: torch.Tensor, gt: torch.Tensor, size: tuple[int, int], *, use_box: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The evaluation's first prompt for each of the (N, h, w) ``gt`` masks (the exact box
+        or the centre-most point) and the decoder's answer: coords (N, 2, 2), labels (N, 2),
+        low-res logits (N, 4, 4S, 4S) and IoU predictions (N, 4) of all four outputs."""
+        flags = torch.full((len(gt),), use_box, device=gt.device)
+        coords, labels = self._first_prompt(gt, flags, size, noisy=False)
+        logits, iou_pred = self.decode(embedding, coords, labels, None)
+        return coords, labels, logits, iou_pred
+
+    def upsample_logits(self, low_res: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """(N, 4S, 4S) logits -> (N, h, w) logits of the resized image (padding cropped)."""
         square = F.interpolate(
             low_res[:, None].float(),
@@ -389,7 +400,7 @@ class TrainableSam(Sam):
             mask_input = None
             for step, adds_point in enumerate([True] + self._schedule()):
                 if step > 0 and adds_point:
-                    pred = self._upsample(mask_input[:, 0], size) > self.mask_threshold
+                    pred = self.upsample_logits(mask_input[:, 0], size) > self.mask_threshold
                     point, label = error_points(pred, gt)
                     coords = torch.cat([coords, point[:, None]], dim=1)
                     labels = torch.cat([labels, label[:, None]], dim=1)
@@ -433,15 +444,15 @@ class TrainableSam(Sam):
             return {"sam": {**{k: empty for k in names}, "prompts": {}}}
         rows = torch.arange(n, device=gt.device)
         for name, use_box in (("box", True), ("point", False)):
-            flags = torch.full((n,), use_box, device=gt.device)
-            coords, labels = self._first_prompt(gt, flags, size, noisy=False)
-            logits, iou_pred = self.decode(embedding, coords, labels, None)
+            coords, labels, logits, iou_pred = self.evaluation_prompt(
+                embedding, gt, size, use_box=use_box
+            )
             if use_box and not self.box_multimask_output:  # a box: the single output
                 best = torch.zeros_like(rows)
             else:  # one point: the multimask output with the highest predicted IoU
                 best = iou_pred[:, 1:].argmax(1) + 1
             chosen = logits[rows, best]
-            results[name] = self._upsample(chosen, size) > self.mask_threshold
+            results[name] = self.upsample_logits(chosen, size) > self.mask_threshold
             prompts[f"{name}_coords"], prompts[f"{name}_labels"] = coords, labels
         # clicks: the centre point, then the centre-most pixel of the error region
         coords, labels = prompts["point_coords"], prompts["point_labels"]
@@ -456,7 +467,7 @@ class TrainableSam(Sam):
                 labels = torch.cat([labels, label[:, None]], dim=1)
                 logits, _ = self.decode(embedding, coords, labels, mask_input)
                 mask_input = logits[:, :1]
-                pred = self._upsample(logits[:, 0], size) > self.mask_threshold
+                pred = self.upsample_logits(logits[:, 0], size) > self.mask_threshold
             if k in self.eval_clicks:
                 results[f"click{k}"] = pred
         prompts["click_coords"], prompts["click_labels"] = coords, labels
