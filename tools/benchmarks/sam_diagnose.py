@@ -23,6 +23,7 @@ Trailing ``key=value`` arguments override the config, as in tools/train_net.py.
 from __future__ import annotations
 
 import argparse
+import itertools
 from collections.abc import Iterable
 
 import numpy as np
@@ -43,34 +44,26 @@ COLUMNS = ("box", "box_single", "box_chosen", "box_best", "point", "point_single
 def diagnose(model: TrainableSam, batches: Iterable[list[dict]], *, limit: int | None) -> dict:
     """Per ground-truth mask: ``area`` and the IoU columns of the module docstring, as arrays."""
     rows: dict[str, list[float]] = {name: [] for name in ("area", *COLUMNS)}
-    seen = 0
-    for batch in batches:
-        for record in batch:
-            if limit is not None and seen >= limit:
-                return {name: np.array(values) for name, values in rows.items()}
-            seen += 1
-            size = tuple(record["image"].shape[-2:])
-            gt = gt_masks_of(record["instances"], size).to(model.device)
-            if len(gt) == 0:
-                continue
-            embedding = model.embed([record["image"]])[0]
-            for name, use_box in (("box", True), ("point", False)):
-                _, _, logits, iou_pred = model.evaluation_prompt(
-                    embedding, gt, size, use_box=use_box
-                )
-                masks = model.upsample_logits(logits.flatten(0, 1), size) > model.mask_threshold
-                # (n 4) h w -> n 4: the IoU of every output
-                ious = mask_iou(masks, gt.repeat_interleave(4, dim=0)).reshape(len(gt), 4)
-                rows_ = torch.arange(len(gt), device=gt.device)
-                chosen = ious[rows_, iou_pred[:, 1:].argmax(1) + 1]
-                single = ious[:, 0]
-                evaluated = single if use_box and not model.box_multimask_output else chosen
-                rows[name] += evaluated.tolist()
-                rows[f"{name}_single"] += single.tolist()
-                rows[f"{name}_best"] += ious[:, 1:].max(1).values.tolist()
-                if use_box:
-                    rows["box_chosen"] += chosen.tolist()
-            rows["area"] += gt.flatten(1).sum(1).float().tolist()
+    records = itertools.islice((record for batch in batches for record in batch), limit)
+    for record in records:
+        size = tuple(record["image"].shape[-2:])
+        gt = gt_masks_of(record["instances"], size).to(model.device)
+        if len(gt) == 0:
+            continue
+        embedding = model.embed([record["image"]])[0]
+        index = torch.arange(len(gt), device=gt.device)
+        for name, use_box in (("box", True), ("point", False)):
+            _, _, logits, iou_pred = model.evaluation_prompt(embedding, gt, size, use_box=use_box)
+            masks = model.upsample_logits(logits.flatten(0, 1), size) > model.mask_threshold
+            # (n 4) h w -> n 4: the IoU of every output
+            ious = mask_iou(masks, gt.repeat_interleave(4, dim=0)).reshape(len(gt), 4)
+            rows[name] += ious[index, model.evaluated_output(iou_pred, use_box=use_box)].tolist()
+            rows[f"{name}_single"] += ious[:, 0].tolist()
+            rows[f"{name}_best"] += ious[:, 1:].max(1).values.tolist()
+            if use_box:  # the multimask output by predicted IoU, as a point is answered
+                chosen = model.evaluated_output(iou_pred, use_box=False)
+                rows["box_chosen"] += ious[index, chosen].tolist()
+        rows["area"] += gt.flatten(1).sum(1).float().tolist()
     return {name: np.array(values) for name, values in rows.items()}
 
 

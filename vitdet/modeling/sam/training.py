@@ -358,6 +358,14 @@ class TrainableSam(Sam):
         logits, iou_pred = self.decode(embedding, coords, labels, None)
         return coords, labels, logits, iou_pred
 
+    def evaluated_output(self, iou_pred: torch.Tensor, *, use_box: bool) -> torch.Tensor:
+        """(N, 4) IoU predictions of a first prompt -> (N,) the output the evaluation scores: a
+        box's single output (0), or, for one point and a box with ``box_multimask_output``, the
+        multimask output (1-3) with the highest predicted IoU."""
+        if use_box and not self.box_multimask_output:
+            return torch.zeros(len(iou_pred), dtype=torch.long, device=iou_pred.device)
+        return iou_pred[:, 1:].argmax(1) + 1
+
     def upsample_logits(self, low_res: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """(N, 4S, 4S) logits -> (N, h, w) logits of the resized image (padding cropped)."""
         square = F.interpolate(
@@ -447,10 +455,7 @@ class TrainableSam(Sam):
             coords, labels, logits, iou_pred = self.evaluation_prompt(
                 embedding, gt, size, use_box=use_box
             )
-            if use_box and not self.box_multimask_output:  # a box: the single output
-                best = torch.zeros_like(rows)
-            else:  # one point: the multimask output with the highest predicted IoU
-                best = iou_pred[:, 1:].argmax(1) + 1
+            best = self.evaluated_output(iou_pred, use_box=use_box)
             chosen = logits[rows, best]
             results[name] = self.upsample_logits(chosen, size) > self.mask_threshold
             prompts[f"{name}_coords"], prompts[f"{name}_labels"] = coords, labels
