@@ -9,6 +9,7 @@ without processes.
 """
 
 import argparse
+import gc
 import itertools
 import json
 import os
@@ -16,15 +17,19 @@ import shutil
 import subprocess
 import sys
 import uuid
+import weakref
 
 import pytest
 import torch
+import torch.distributed as dist
 from detectron2.data.samplers import TrainingSampler
+from detectron2.engine.launch import _find_free_port
 from detectron2.utils import comm
 
 from vitdet.config import ConfigError
 from vitdet.data import loader as loader_module
 from vitdet.data.loader import PositionedSampler
+from vitdet.engine import launcher
 from vitdet.engine.launcher import DistributedEnv, distributed_env, first_slurm_host, launch_main
 
 from helpers import REPO, assert_same_run_state, load_tool, tiny_overrides, tiny_synthetic
@@ -309,6 +314,37 @@ def test_out_of_memory_is_one_line_with_what_to_change(monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "out of memory" in err
     assert "train.grad_accum_steps" in err and comm.get_world_size() == 1
+
+
+def test_a_finished_rank_frees_its_ddp_model_before_leaving_the_group(monkeypatch):
+    """The trainer leaves the DDP model in reference cycles; a torchrun / SLURM rank collects
+    them while the process group exists (freed later, the reducer aborted the process at exit
+    now and then). Deterministic: the automatic collector is off."""
+    job = DistributedEnv("torchrun", 0, 1, 0, 1, "127.0.0.1", _find_free_port())
+    for name in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.setenv(name, "")  # the rank sets them; restored after the test
+    monkeypatch.setattr(comm, "_LOCAL_PROCESS_GROUP", None)
+    model_ref, alive_at_destroy = [], []
+
+    def main(args):
+        model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2))
+        cycle = {"model": model}
+        cycle["self"] = cycle
+        model_ref.append(weakref.ref(model))
+
+    destroy = dist.destroy_process_group
+
+    def spy():
+        alive_at_destroy.append(model_ref[0]() is not None)
+        destroy()
+
+    monkeypatch.setattr(dist, "destroy_process_group", spy)
+    gc.disable()
+    try:
+        assert launcher._launched_rank(main, None, job, prog="t", user_errors=()) == 0
+    finally:
+        gc.enable()
+    assert alive_at_destroy == [False] and not dist.is_initialized()
 
 
 def test_num_gpus_under_torchrun_is_a_user_error(monkeypatch, capsys):
