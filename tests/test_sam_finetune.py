@@ -155,9 +155,9 @@ def test_diagnosis_columns_match_the_evaluation_prompts(one_thread):
         records.append({"image": image, "instances": Instances((192, 256), gt_masks=BitMasks(gt))})
     rows = diagnosis.diagnose(model, [records], limit=None)
     with torch.no_grad():
-        embeddings, details = model.embed([r["image"] for r in records])
-        triples = zip(records, embeddings, details, strict=True)
-        expected = [model.predict_instances(r, e, d)["sam"] for r, e, d in triples]
+        embeddings = model.embed([r["image"] for r in records])
+        pairs = zip(records, embeddings, strict=True)
+        expected = [model.predict_instances(r, e)["sam"] for r, e in pairs]
     for prompt in ("box", "point"):  # "as evaluated": the masks PromptedMaskEvaluator scores
         ious = torch.cat(
             [

@@ -50,12 +50,10 @@ def diagnose(model: TrainableSam, batches: Iterable[list[dict]], *, limit: int |
         gt = gt_masks_of(record["instances"], size).to(model.device)
         if len(gt) == 0:
             continue
-        embeddings, details = model.embed([record["image"]])
+        embedding = model.embed([record["image"]])[0]
         index = torch.arange(len(gt), device=gt.device)
         for name, use_box in (("box", True), ("point", False)):
-            _, _, logits, iou_pred = model.evaluation_prompt(
-                embeddings[0], gt, size, use_box=use_box, details=details[0]
-            )
+            _, _, logits, iou_pred = model.evaluation_prompt(embedding, gt, size, use_box=use_box)
             masks = model.upsample_logits(logits.flatten(0, 1), size) > model.mask_threshold
             # (n 4) h w -> n 4: the IoU of every output
             ious = mask_iou(masks, gt.repeat_interleave(4, dim=0)).reshape(len(gt), 4)

@@ -33,7 +33,6 @@ class SamPredictor:
         """Forget the current image."""
         self.is_image_set = False
         self.features: torch.Tensor | None = None
-        self.details: torch.Tensor | None = None  # the model's detail_stem's, if it has one
         self.original_size: tuple[int, int] | None = None
         self.input_size: tuple[int, int] | None = None
 
@@ -62,9 +61,7 @@ class SamPredictor:
         self.reset_image()
         self.original_size = tuple(int(s) for s in original_image_size)
         self.input_size = tuple(shape[-2:])
-        image = self.model.preprocess(transformed_image.float())
-        self.features = self.model.image_encoder(image)
-        self.details = self.model.image_details(image)
+        self.features = self.model.image_encoder(self.model.preprocess(transformed_image.float()))
         self.is_image_set = True
 
     def predict(
@@ -137,7 +134,6 @@ class SamPredictor:
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=multimask_output,
-            detail_features=self.details,
         )
         masks = self.model.postprocess_masks(low_res, self.input_size, self.original_size)
         if not return_logits:

@@ -18,10 +18,6 @@ class MaskDecoder(nn.Module):
     transformer with the prompt tokens; each mask token's hypernetwork MLP gives the weights of
     a dot product with the x4-upscaled image tokens (mask logits at 4S x 4S); the IoU head
     predicts each mask's quality. Output 0 is the single-mask output, 1.. the multimask ones.
-
-    With ``detail_dim`` > 0 (not in the release) the upscaled map also reads ``detail_features``
-    (B, detail_dim, 4S, 4S) of the image (``DetailStem``): a residual 3x3 convolution of the
-    two, zero-initialised so that the decoder starts as the release's.
     """
 
     def __init__(
@@ -33,7 +29,6 @@ class MaskDecoder(nn.Module):
         activation: Callable[[], nn.Module] = nn.GELU,
         iou_head_depth: int = 3,
         iou_head_hidden_dim: int = 256,
-        detail_dim: int = 0,
     ) -> None:
         super().__init__()
         self.transformer_dim = transformer_dim
@@ -50,12 +45,6 @@ class MaskDecoder(nn.Module):
             nn.ConvTranspose2d(transformer_dim // 4, transformer_dim // 8, kernel_size=2, stride=2),
             activation(),
         )
-        self.detail_fusion = None
-        if detail_dim:
-            c8 = transformer_dim // 8
-            self.detail_fusion = nn.Conv2d(c8 + detail_dim, c8, kernel_size=3, padding=1)
-            nn.init.zeros_(self.detail_fusion.weight)
-            nn.init.zeros_(self.detail_fusion.bias)
         self.output_hypernetworks_mlps = nn.ModuleList(
             HeadMlp(
                 in_dim=transformer_dim,
@@ -79,16 +68,11 @@ class MaskDecoder(nn.Module):
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
         multimask_output: bool,
-        detail_features: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Masks (B, M, 4S, 4S) logits and IoU predictions (B, M): M = 3 outputs 1..3 with
         ``multimask_output``, else output 0 alone (the release's signature)."""
         masks, iou_pred = self.predict_masks(
-            image_embeddings,
-            image_pe,
-            sparse_prompt_embeddings,
-            dense_prompt_embeddings,
-            detail_features,
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
         )
         keep = slice(1, None) if multimask_output else slice(0, 1)
         return masks[:, keep], iou_pred[:, keep]
@@ -99,7 +83,6 @@ class MaskDecoder(nn.Module):
         image_pe: torch.Tensor,
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
-        detail_features: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Every output: masks (B, num_mask_tokens, 4S, 4S), IoU (B, num_mask_tokens).
 
@@ -108,12 +91,7 @@ class MaskDecoder(nn.Module):
                 one per prompt.
             image_pe: (1, C, S, S).
             sparse_prompt_embeddings: (B, N, C); dense_prompt_embeddings: (1 or B, C, S, S).
-            detail_features: (1 or B, detail_dim, 4S, 4S), given exactly when ``detail_dim``.
         """
-        if detail_features is not None and self.detail_fusion is None:
-            raise ValueError("detail_features given to a decoder without detail_dim")
-        if detail_features is None and self.detail_fusion is not None:
-            raise ValueError("this decoder has detail_dim: pass the image's detail_features")
         b = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.expand(b, -1, -1), sparse_prompt_embeddings], dim=1)
@@ -126,9 +104,6 @@ class MaskDecoder(nn.Module):
 
         # b (h w) c -> b c h w, then x4 upscaling: b c/8 4h 4w
         upscaled = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
-        if self.detail_fusion is not None:
-            details = detail_features.to(upscaled.dtype).expand(b, -1, -1, -1)
-            upscaled = upscaled + self.detail_fusion(torch.cat([upscaled, details], dim=1))
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
             dim=1,

@@ -26,9 +26,7 @@ class Sam(nn.Module):
     """Segment Anything (Kirillov et al. 2023) on this project's ViT.
 
     The state dict is the release's key for key and shape for shape (``image_encoder.*``,
-    ``prompt_encoder.*``, ``mask_decoder.*``; the pixel statistics are not in it). An optional
-    ``detail_stem`` (not in the release: ``DetailStem``) gives a decoder built with
-    ``detail_dim`` the image's stride-4 features.
+    ``prompt_encoder.*``, ``mask_decoder.*``; the pixel statistics are not in it).
     """
 
     mask_threshold: float = 0.0  # logits above it are in the mask
@@ -42,13 +40,11 @@ class Sam(nn.Module):
         mask_decoder: MaskDecoder,
         pixel_mean: Sequence[float] = (123.675, 116.28, 103.53),
         pixel_std: Sequence[float] = (58.395, 57.12, 57.375),
-        detail_stem: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
-        self.detail_stem = detail_stem
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -66,11 +62,6 @@ class Sam(nn.Module):
         x = (x - self.pixel_mean) / self.pixel_std
         h, w = x.shape[-2:]
         return F.pad(x, (0, self.img_size - w, 0, self.img_size - h))
-
-    def image_details(self, images: torch.Tensor) -> torch.Tensor | None:
-        """(B, 3, S, S) preprocessed images -> the decoder's (B, D, 4S, 4S) detail features, or
-        None without a ``detail_stem``."""
-        return None if self.detail_stem is None else self.detail_stem(images)
 
     def postprocess_masks(
         self,
@@ -102,9 +93,8 @@ class Sam(nn.Module):
         """
         images = torch.stack([self.preprocess(x["image"]) for x in batched_input])
         embeddings = self.image_encoder(images)
-        details = self.image_details(images)
         outputs = []
-        for i, (record, embedding) in enumerate(zip(batched_input, embeddings, strict=True)):
+        for record, embedding in zip(batched_input, embeddings, strict=True):
             points = None
             if "point_coords" in record:
                 points = (record["point_coords"], record["point_labels"])
@@ -117,7 +107,6 @@ class Sam(nn.Module):
                 sparse_prompt_embeddings=sparse,
                 dense_prompt_embeddings=dense,
                 multimask_output=multimask_output,
-                detail_features=None if details is None else details[i : i + 1],
             )
             masks = self.postprocess_masks(
                 low_res, record["image"].shape[-2:], record["original_size"]

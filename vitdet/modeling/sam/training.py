@@ -39,7 +39,6 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from detectron2.structures import BitMasks, PolygonMasks
 
@@ -213,7 +212,6 @@ class TrainableSam(Sam):
         tie_query_key_init: start every cross-attention of the decoder with its key projection
             equal to its query projection (``_tie_query_key``), for training from scratch;
             weights loaded afterwards replace it.
-        detail_stem: ``Sam``'s (trains even with ``freeze_image_encoder``; never cached).
     """
 
     def __init__(
@@ -238,7 +236,6 @@ class TrainableSam(Sam):
         eval_clicks: Sequence[int] = (1, 3, 5),
         box_multimask_output: bool = False,
         tie_query_key_init: bool = False,
-        detail_stem: nn.Module | None = None,
     ) -> None:
         super().__init__(
             image_encoder=image_encoder,
@@ -246,7 +243,6 @@ class TrainableSam(Sam):
             mask_decoder=mask_decoder,
             pixel_mean=pixel_mean,
             pixel_std=pixel_std,
-            detail_stem=detail_stem,
         )
         if embedding_cache_size and not freeze_image_encoder:
             raise ValueError("embedding_cache_size needs freeze_image_encoder=True")
@@ -277,17 +273,11 @@ class TrainableSam(Sam):
 
     # -- images -> embeddings ------------------------------------------------------------------
 
-    def embed(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
-        """(3, h, w) uint8 images -> (B, C, S, S) embeddings (cached when frozen) and each
-        image's (D, 4S, 4S) detail features (None without a ``detail_stem``)."""
-        x = None
-        details: list[torch.Tensor | None] = [None] * len(images)
-        if self.detail_stem is not None or not self.freeze_image_encoder:
-            x = torch.stack([self.preprocess(i.to(self.device).float()) for i in images])
-        if self.detail_stem is not None:
-            details = list(self.image_details(x))
+    def embed(self, images: list[torch.Tensor]) -> torch.Tensor:
+        """(3, h, w) uint8 images -> (B, C, S, S) embeddings (cached when frozen)."""
         if not self.freeze_image_encoder:
-            return self.image_encoder(x), details
+            x = torch.stack([self.preprocess(i.to(self.device).float()) for i in images])
+            return self.image_encoder(x)
         keys = [_pixels_key(i) for i in images]
         missing = [i for i, k in enumerate(keys) if k not in self._cache]
         computed = {}
@@ -299,17 +289,17 @@ class TrainableSam(Sam):
                 computed[keys[i]] = e
                 if len(self._cache) < self.embedding_cache_size:
                     self._cache[keys[i]] = e
-        return torch.stack([computed.get(k, self._cache.get(k)) for k in keys]), details
+        return torch.stack([computed.get(k, self._cache.get(k)) for k in keys])
 
     def forward(self, batched_inputs: list[dict[str, Any]]) -> Any:  # noqa: D102 (module doc)
         images = [x["image"] for x in batched_inputs]
-        embeddings, details = self.embed(images)
+        embeddings = self.embed(images)
         if self.training:
-            return self.losses(batched_inputs, embeddings, details)
+            return self.losses(batched_inputs, embeddings)
         with torch.no_grad():
             return [
-                self.predict_instances(x, e, d)
-                for x, e, d in zip(batched_inputs, embeddings, details, strict=True)
+                self.predict_instances(x, e)
+                for x, e in zip(batched_inputs, embeddings, strict=True)
             ]
 
     # -- one decoder pass ------------------------------------------------------------------------
@@ -320,13 +310,11 @@ class TrainableSam(Sam):
         coords: torch.Tensor,
         labels: torch.Tensor,
         mask_input: torch.Tensor | None,
-        details: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """All four outputs for N prompts on one image.
 
         embedding (C, S, S); coords (N, P, 2) (x, y) pixels of the padded input; labels (N, P)
-        (-1 pad, 0 / 1 points, 2 / 3 box corners); mask_input (N, 1, 4S, 4S) logits or None;
-        details (D, 4S, 4S) with a ``detail_stem``.
+        (-1 pad, 0 / 1 points, 2 / 3 box corners); mask_input (N, 1, 4S, 4S) logits or None.
         Returns low-res logits (N, 4, 4S, 4S) and IoU predictions (N, 4)."""
         pe = self.prompt_encoder
         sparse = pe.embed_points(coords, labels.long())
@@ -336,13 +324,7 @@ class TrainableSam(Sam):
             dense = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(n, -1, h, w)
         else:
             dense = pe.embed_masks(mask_input)
-        return self.mask_decoder.predict_masks(
-            embedding[None],
-            pe.get_dense_pe(),
-            sparse,
-            dense,
-            None if details is None else details[None],
-        )
+        return self.mask_decoder.predict_masks(embedding[None], pe.get_dense_pe(), sparse, dense)
 
     def _first_prompt(
         self, gt: torch.Tensor, use_box: torch.Tensor, size: tuple[int, int], *, noisy: bool
@@ -366,20 +348,14 @@ class TrainableSam(Sam):
         return coords, labels.expand(len(gt), 2)
 
     def evaluation_prompt(
-        self,
-        embedding: torch.Tensor,
-        gt: torch.Tensor,
-        size: tuple[int, int],
-        *,
-        use_box: bool,
-        details: torch.Tensor | None = None,
+        self, embedding: torch.Tensor, gt: torch.Tensor, size: tuple[int, int], *, use_box: bool
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The evaluation's first prompt for each of the (N, h, w) ``gt`` masks (the exact box
         or the centre-most point) and the decoder's answer: coords (N, 2, 2), labels (N, 2),
         low-res logits (N, 4, 4S, 4S) and IoU predictions (N, 4) of all four outputs."""
         flags = torch.full((len(gt),), use_box, device=gt.device)
         coords, labels = self._first_prompt(gt, flags, size, noisy=False)
-        logits, iou_pred = self.decode(embedding, coords, labels, None, details)
+        logits, iou_pred = self.decode(embedding, coords, labels, None)
         return coords, labels, logits, iou_pred
 
     def evaluated_output(self, iou_pred: torch.Tensor, *, use_box: bool) -> torch.Tensor:
@@ -413,14 +389,11 @@ class TrainableSam(Sam):
         return schedule
 
     def losses(
-        self,
-        batched_inputs: list[dict[str, Any]],
-        embeddings: torch.Tensor,
-        details: list[torch.Tensor | None],
+        self, batched_inputs: list[dict[str, Any]], embeddings: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         totals = {"loss_mask_focal": [], "loss_mask_dice": [], "loss_iou": []}
         low = self.prompt_encoder.mask_input_size
-        for record, embedding, detail in zip(batched_inputs, embeddings, details, strict=True):
+        for record, embedding in zip(batched_inputs, embeddings, strict=True):
             size = tuple(record["image"].shape[-2:])
             gt = gt_masks_of(record["instances"], size).to(self.device)
             gt = gt[gt.flatten(1).any(1)]
@@ -439,7 +412,7 @@ class TrainableSam(Sam):
                     point, label = error_points(pred, gt)
                     coords = torch.cat([coords, point[:, None]], dim=1)
                     labels = torch.cat([labels, label[:, None]], dim=1)
-                logits, iou_pred = self.decode(embedding, coords, labels, mask_input, detail)
+                logits, iou_pred = self.decode(embedding, coords, labels, mask_input)
                 if step == 0:  # one point: the three multimask outputs; a box: see the class
                     single = use_box & (not self.box_multimask_output)
                     used = torch.stack([single] + [~single] * 3, dim=1)
@@ -465,9 +438,7 @@ class TrainableSam(Sam):
 
     # -- evaluation --------------------------------------------------------------------------------
 
-    def predict_instances(
-        self, record: dict[str, Any], embedding: torch.Tensor, details: torch.Tensor | None = None
-    ) -> dict[str, Any]:
+    def predict_instances(self, record: dict[str, Any], embedding: torch.Tensor) -> dict[str, Any]:
         """Masks of every ground-truth instance for the evaluation prompts (module docstring):
         ``{"sam": {"box": (N, h, w), "point": ..., "click{k}": ..., "prompts": {...}}}``."""
         size = tuple(record["image"].shape[-2:])
@@ -482,7 +453,7 @@ class TrainableSam(Sam):
         rows = torch.arange(n, device=gt.device)
         for name, use_box in (("box", True), ("point", False)):
             coords, labels, logits, iou_pred = self.evaluation_prompt(
-                embedding, gt, size, use_box=use_box, details=details
+                embedding, gt, size, use_box=use_box
             )
             best = self.evaluated_output(iou_pred, use_box=use_box)
             chosen = logits[rows, best]
@@ -499,7 +470,7 @@ class TrainableSam(Sam):
                 label = torch.where(found, gt[rows, y, x].long(), torch.full_like(x, PAD_LABEL))
                 coords = torch.cat([coords, point[:, None]], dim=1)
                 labels = torch.cat([labels, label[:, None]], dim=1)
-                logits, _ = self.decode(embedding, coords, labels, mask_input, details)
+                logits, _ = self.decode(embedding, coords, labels, mask_input)
                 mask_input = logits[:, :1]
                 pred = self.upsample_logits(logits[:, 0], size) > self.mask_threshold
             if k in self.eval_clicks:
