@@ -78,3 +78,25 @@ def test_bf16_backward_accumulates_in_fp32(amplitude):
     got = gradients(rel_pos_attention, xs, grad_out, torch.bfloat16)
     assert all(g.dtype == torch.bfloat16 for g in got)
     assert worst_error(got, want) < 1e-2
+
+
+@pytest.mark.parametrize("kh_kw", [(8, 8), (2, 3)])  # bias added to the logits / folded in
+@pytest.mark.parametrize("amplitude", [1.0, 4.0])
+def test_bf16_forward_as_accurate_as_the_reference_under_autocast(kh_kw, amplitude):
+    # The CPU's bf16 forward is explicit (not SDPA): bf16 logits, fp32 softmax, as detectron2's
+    # ViT computes under autocast; its error against float64 is no worse than that path's.
+    kh, kw = kh_kw
+    gen = torch.Generator().manual_seed(3)
+    n = kh * kw
+    shapes = [(2, NH, n, D)] * 3 + [(2, NH, n, kh), (2, NH, n, kw)]
+    scales = (amplitude, amplitude, 1.0, amplitude, amplitude)
+    xs = [torch.randn(s, generator=gen).bfloat16() * a for s, a in zip(shapes, scales, strict=True)]
+    want = explicit_attention(*(x.double() for x in xs), scale=SCALE)
+    with torch.no_grad():
+        got = rel_pos_attention(*xs, scale=SCALE, chunk_elements=2 * n * 5)  # chunked
+        with torch.autocast("cpu", torch.bfloat16):
+            reference = explicit_attention(*xs, scale=SCALE)
+    assert got.dtype == torch.bfloat16
+    error = (got.double() - want).abs().max().item()
+    reference_error = (reference.double() - want).abs().max().item()
+    assert error <= max(1.5 * reference_error, 1e-2), (error, reference_error)

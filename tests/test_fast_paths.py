@@ -4,9 +4,11 @@ linear layers: test_onednn.py)."""
 import pytest
 import torch
 import torch.nn as nn
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vitdet.modeling.pos_embed import decomposed_rel_pos_bias, decomposed_rel_pos_terms
-from vitdet.modeling.rel_pos_attention import rel_pos_attention
+from vitdet.modeling.rel_pos_attention import _attend_explicit, rel_pos_attention
 from vitdet.modeling.vit import Attention, ViT
 from vitdet.modeling.windows import window_partition, window_unpartition
 
@@ -41,6 +43,39 @@ def test_rel_pos_attention_uneven_chunks_without_autograd():
     with torch.no_grad():
         out = rel_pos_attention(q, k, v, rel_h, rel_w, scale=0.5, chunk_elements=2 * 12 * 5)
     assert (out - explicit_attention(q, k, v, rel_h, rel_w, 0.5)).abs().max() < 1e-6
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    batch=st.integers(1, 3),
+    num_heads=st.integers(1, 3),
+    kh=st.integers(1, 6),
+    kw=st.integers(1, 6),
+    head_dim=st.sampled_from([2, 4, 8, 16]),  # kh + kw <= head_dim folds the bias in, or not
+    chunk_elements=st.integers(1, 400),  # row chunks of one head ... several whole heads
+)
+def test_explicit_low_precision_path_any_shape_and_chunking(
+    batch, num_heads, kh, kw, head_dim, chunk_elements
+):
+    # the bf16 / fp16 CPU forward, run in float64: the same function as the explicit formula
+    n = kh * kw
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(batch, num_heads, n, head_dim, generator=gen).double() for _ in "qkv")
+    rel_h = torch.randn(batch, num_heads, n, kh, generator=gen).double()
+    rel_w = torch.randn(batch, num_heads, n, kw, generator=gen).double()
+    out = _attend_explicit(q, k, v, rel_h, rel_w, 0.3, chunk_elements)
+    assert out.shape == (batch, num_heads, n, head_dim)
+    assert (out - explicit_attention(q, k, v, rel_h, rel_w, 0.3)).abs().max() < 1e-12
+
+
+def test_bf16_on_the_cpu_takes_the_explicit_path():
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 30, 8, generator=gen).bfloat16() for _ in "qkv")
+    rel_h, rel_w = torch.randn(1, 2, 30, 5, generator=gen), torch.randn(1, 2, 30, 6, generator=gen)
+    with torch.no_grad():
+        out = rel_pos_attention(q, k, v, rel_h, rel_w, scale=0.5, chunk_elements=2 * 30 * 7)
+    expected = _attend_explicit(q, k, v, rel_h.bfloat16(), rel_w.bfloat16(), 0.5, 2 * 30 * 7)
+    assert torch.equal(out, expected)
 
 
 def test_rel_pos_terms_sum_to_the_bias():
