@@ -95,7 +95,8 @@ class Attention(nn.Module):
 
     ``use_fused_attn`` computes qkv and the projection for real tokens only (pads the qkv map
     with the bias row) and attends with :func:`rel_pos_attention` (fused SDPA per query chunk,
-    no (N, N) bias or attention matrix stored); the plain path is the reference: zero-pad,
+    or in bf16 / fp16 on the CPU explicit matmuls per cache-sized chunk; no (N, N) bias or
+    attention matrix stored); the plain path is the reference: zero-pad,
     explicit logits and softmax. Both give the same result (tested).
     """
 
