@@ -6,6 +6,8 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
+from vitdet.modeling.roi_align import ROIPooler
+
 from helpers import KEYS_DIR, REPO
 
 CONFIGS = sorted(
@@ -83,6 +85,9 @@ def test_config_builds_with_recipe_invariants(path):
     assert tuple(net.global_attn_indexes) == expected_globals
     if "LVIS" in path:
         assert cfg.model.roi_heads.num_classes == 1203
+    # RoIAlign with the vectorised backward in every pooler
+    for name in ("box_pooler", "mask_pooler"):
+        assert type(getattr(model.roi_heads, name)) is ROIPooler, name
 
 
 def shrink(cfg, size: int = 64):

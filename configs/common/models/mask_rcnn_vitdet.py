@@ -8,6 +8,7 @@ from detectron2.config import LazyCall as L
 
 from vitdet.modeling import LastLevelMaxPool, SimpleFeaturePyramid, ViT
 from vitdet.modeling.channel_norm import ChannelLayerNorm
+from vitdet.modeling.roi_align import ROIPooler
 
 model = model_zoo.get_config("common/models/mask_rcnn_fpn.py").model
 
@@ -46,3 +47,7 @@ model.roi_heads.mask_head.conv_norm = ChannelLayerNorm
 model.proposal_generator.head.conv_dims = [-1, -1]
 model.roi_heads.box_head.conv_dims = [256, 256, 256, 256]
 model.roi_heads.box_head.fc_dims = [1024]
+# detectron2's poolers with RoIAlign's backward vectorised on the CPU (roi_align.py); same
+# arguments, same forward
+model.roi_heads.box_pooler._target_ = ROIPooler
+model.roi_heads.mask_pooler._target_ = ROIPooler
