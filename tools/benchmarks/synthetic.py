@@ -3,6 +3,9 @@
 
     # per-component time of a training step: this config and the released head sizes
     python tools/benchmarks/synthetic.py steps --output-dir output/synthetic_steps
+    # ... or this config against itself with other settings, steps alternated
+    python tools/benchmarks/synthetic.py steps --output-dir output/steps_fp32 \\
+        train.amp.enabled=False --vs model.roi_heads.box_pooler._target_=<class path> --vs ...
     # train with periodic evaluation; AP-vs-time table, json and plot in the output dir
     python tools/benchmarks/synthetic.py curve --output-dir output/synthetic_curve
 
@@ -19,12 +22,14 @@ import os
 import statistics
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 import torch
 from detectron2.config import instantiate
 from detectron2.utils.events import EventStorage
 from matplotlib.figure import Figure
 
+from vitdet.device import cpu_model
 from vitdet.engine import build_trainer, evaluation_rows, setup_run, train
 
 CONFIG = "configs/Synthetic/mask_rcnn_vitdet_tiny.py"
@@ -54,13 +59,14 @@ TIMED_MODULES = (
 )
 
 
-def time_steps(cfg, *, steps: int) -> dict[str, float]:
-    """Median CPU seconds per training step of each part: forward of the TIMED_MODULES and of
-    the whole model, the optimizer step, and the rest of the ``Trainer``'s step (backward,
-    mostly). The same real batch of the training loader is used for every step.
+def step_timer(cfg) -> Callable[[int], dict[str, float]]:
+    """A function running training step ``i`` of ``cfg``'s trainer and returning the CPU seconds
+    of each part: forward of the TIMED_MODULES and of the whole model, the optimizer step, and
+    the rest of the ``Trainer``'s step (backward, mostly). The same real batch of the training
+    loader is used for every step.
 
-    CPU time of this process, medians: with OMP_NUM_THREADS=1 this is the step's time on an
-    idle core however busy the (shared) machine is; wall-clock time is not.
+    CPU time of this process: with OMP_NUM_THREADS=1 this is the step's time on an idle core
+    however busy the (shared) machine is; wall-clock time is not.
     """
     trainer, _ = build_trainer(cfg)
     batch = next(iter(instantiate(cfg.dataloader.train)))
@@ -83,32 +89,49 @@ def time_steps(cfg, *, steps: int) -> dict[str, float]:
         module.register_forward_hook(lambda *_, n=label: stop(n))
     trainer.optimizer.register_step_pre_hook(lambda *_: start("optimizer"))
     trainer.optimizer.register_step_post_hook(lambda *_: stop("optimizer"))
-    history = defaultdict(list)
-    with EventStorage():
-        for step in range(steps + 1):  # step 0 warms up and is not counted
-            step_times.clear()
-            trainer.iter = step
+
+    def run(step: int) -> dict[str, float]:
+        step_times.clear()
+        trainer.iter = step
+        with EventStorage(step):
             start("step")
             trainer.run_step()
             stop("step")
-            step_times["backward and the rest"] = (
-                step_times["step"] - step_times["forward"] - step_times["optimizer"]
-            )
-            if step > 0:
-                for name, seconds in step_times.items():
-                    history[name].append(seconds)
-    return {name: statistics.median(values) for name, values in history.items()}
+        step_times["backward and the rest"] = (
+            step_times["step"] - step_times["forward"] - step_times["optimizer"]
+        )
+        return dict(step_times)
+
+    return run
 
 
 def run_steps(args) -> None:
-    table = {}
-    for variant, extra in (("config", []), ("released_heads", RELEASED_HEADS)):
+    """Time the config against a variant (the released head sizes, or ``--vs`` overrides),
+    their steps alternated so that both see the same machine; medians over ``--steps``."""
+    variants = (
+        {"config": [], "vs": args.vs}
+        if args.vs
+        else {"config": [], "released_heads": RELEASED_HEADS}
+    )
+    timers = {}
+    for variant, extra in variants.items():
         output_dir = os.path.join(args.output_dir, variant)
         overrides = [*args.opts, *extra, "dataloader.train.num_workers=0"]
         overrides.append(f"train.output_dir={output_dir}")
         cfg = setup_run(args.config_file, overrides, args=args)
-        table[variant] = time_steps(cfg, steps=args.steps)
-        print(variant, json.dumps({k: round(v, 3) for k, v in table[variant].items()}), flush=True)
+        timers[variant] = step_timer(cfg)
+    history = {variant: defaultdict(list) for variant in variants}
+    for step in range(args.steps + 1):  # step 0 warms up and is not counted
+        for variant, timer in timers.items():
+            for name, seconds in timer(step).items():
+                if step > 0:
+                    history[variant][name].append(seconds)
+    table = {
+        variant: {name: statistics.median(values) for name, values in parts.items()}
+        for variant, parts in history.items()
+    }
+    for variant, parts in table.items():
+        print(variant, json.dumps({k: round(v, 3) for k, v in parts.items()}), flush=True)
 
     rows = ["| part | " + " | ".join(table) + " |", "|---|" + "---|" * len(table)]
     for part in (*TIMED_MODULES, "forward", "backward and the rest", "optimizer", "step"):
@@ -116,8 +139,10 @@ def run_steps(args) -> None:
     batch = cfg.dataloader.train.total_batch_size
     threads = torch.get_num_threads()
     precision = cfg.train.amp.dtype if cfg.train.amp.enabled else "float32"
-    text = f"CPU seconds per training step, batch {batch}, {precision}, {threads} thread(s)\n\n"
-    text += "\n".join(rows) + "\n"
+    text = f"CPU seconds per training step, batch {batch}, {precision}, {threads} thread(s)"
+    if args.vs:
+        text += f"; vs: {' '.join(args.vs)}"
+    text += f"; {cpu_model()}\n\n" + "\n".join(rows) + "\n"
     with open(os.path.join(args.output_dir, "steps.md"), "w") as f:
         f.write(text)
     with open(os.path.join(args.output_dir, "steps.json"), "w") as f:
@@ -188,6 +213,13 @@ def main() -> None:
     parser.add_argument("--config-file", default=CONFIG)
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--steps", type=int, default=3, help="steps: timed steps of the config")
+    parser.add_argument(
+        "--vs",
+        action="append",
+        metavar="KEY=VALUE",
+        help="steps: compare with the config under this override (repeatable) instead of the "
+        "released heads",
+    )
     parser.add_argument("--eval-period", type=int, default=150, help="curve: iterations")
     parser.add_argument("opts", nargs="*", help="config overrides key=value")
     args = parser.parse_intermixed_args()
