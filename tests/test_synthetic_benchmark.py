@@ -16,6 +16,7 @@ def test_steps_times_the_config_against_overrides(tmp_path, monkeypatch):
     register_coco("steps_val", *data["val"])
     tool = load_tool("benchmarks/synthetic")
     argv = ["synthetic.py", "steps", "--output-dir", str(tmp_path / "out"), "--steps", "2"]
+    argv += ["--profile", "5"]
     argv += tiny_overrides(tmp_path / "run", "steps_train", "steps_val")
     argv += [
         f"--vs=model.roi_heads.{name}._target_={D2_POOLER}"
@@ -31,3 +32,6 @@ def test_steps_times_the_config_against_overrides(tmp_path, monkeypatch):
     text = (tmp_path / "out" / "steps.md").read_text()
     assert f"vs: model.roi_heads.box_pooler._target_={D2_POOLER}" in text
     assert "| step |" in text
+    for variant in ("config", "vs"):
+        profile = (tmp_path / "out" / f"profile_{variant}.txt").read_text()
+        assert "Self CPU" in profile and "aten::" in profile

@@ -6,6 +6,8 @@
     # ... or this config against itself with other settings, steps alternated
     python tools/benchmarks/synthetic.py steps --output-dir output/steps_fp32 \\
         train.amp.enabled=False --vs model.roi_heads.box_pooler._target_=<class path> --vs ...
+    # ... and the top 25 ops of one step of each (torch profiler)
+    python tools/benchmarks/synthetic.py steps --output-dir output/steps_profile --profile 25
     # train with periodic evaluation; AP-vs-time table, json and plot in the output dir
     python tools/benchmarks/synthetic.py curve --output-dir output/synthetic_curve
 
@@ -130,6 +132,15 @@ def run_steps(args) -> None:
         variant: {name: statistics.median(values) for name, values in parts.items()}
         for variant, parts in history.items()
     }
+    if args.profile:
+        # one more step of each variant under torch's profiler: the ops by self CPU time
+        for variant, timer in timers.items():
+            with torch.profiler.profile() as prof:
+                timer(args.steps + 1)
+            ops = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile)
+            with open(os.path.join(args.output_dir, f"profile_{variant}.txt"), "w") as f:
+                f.write(ops)
+            print(f"{variant}: one step's top {args.profile} ops\n{ops}")
     for variant, parts in table.items():
         print(variant, json.dumps({k: round(v, 3) for k, v in parts.items()}), flush=True)
 
@@ -219,6 +230,9 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="steps: compare with the config under this override (repeatable) instead of the "
         "released heads",
+    )
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="N", help="steps: top N ops of one more step"
     )
     parser.add_argument("--eval-period", type=int, default=150, help="curve: iterations")
     parser.add_argument("opts", nargs="*", help="config overrides key=value")
