@@ -55,3 +55,15 @@ def test_memory_probe_reports_the_task_peak(capsys, monkeypatch):
     run_tool(monkeypatch, "--probe-task", "backbone_infer", "--probe-impl", "ours")
     peak = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["peak_mb"]
     assert peak >= 0
+
+
+def test_reference_detector_keeps_detectron2_heads():
+    pytest.importorskip("timm")
+    from detectron2.modeling.poolers import ROIPooler as D2ROIPooler
+
+    from vitdet.modeling.roi_align import ROIPooler
+
+    models = load_tool("benchmarks/speed").build_detectors("B", True, "cpu")
+    for name in ("box_pooler", "mask_pooler"):
+        assert type(getattr(models["ref"].roi_heads, name)) is D2ROIPooler
+        assert type(getattr(models["ours"].roi_heads, name)) is ROIPooler

@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 from detectron2.config import LazyCall as L
 from detectron2.config import LazyConfig, instantiate
+from detectron2.modeling.poolers import ROIPooler
 from detectron2.utils.logger import setup_logger
 from fvcore.nn import FlopCountAnalysis
 
@@ -126,9 +127,11 @@ def build_detectors(
         models["ours"] = instantiate(cfg.model)
     if "ref" in impls:
         cfg.model.backbone = reference_backbone(cfg.model.backbone)
-        # detectron2's ViTDet heads: its own channel LayerNorm ("LN")
+        # detectron2's ViTDet heads: its own channel LayerNorm ("LN") and RoIAlign (torchvision's)
         cfg.model.roi_heads.box_head.conv_norm = "LN"
         cfg.model.roi_heads.mask_head.conv_norm = "LN"
+        cfg.model.roi_heads.box_pooler._target_ = ROIPooler
+        cfg.model.roi_heads.mask_pooler._target_ = ROIPooler
         models["ref"] = instantiate(cfg.model)
         if "ours" in models:
             models["ours"].load_state_dict(models["ref"].state_dict())  # identical layouts

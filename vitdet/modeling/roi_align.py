@@ -1,30 +1,33 @@
-"""RoIAlign with a vectorised backward pass, and detectron2's ``ROIPooler`` on it.
+"""RoIAlign on the CPU as two small matmuls per RoI, and detectron2's ``ROIPooler`` on it.
 
-The forward pass is torchvision's ``roi_align``. Its CPU backward is a serial loop over every
-(RoI, channel, bin, sample) that scatters into the feature map one float at a time: in a
-training step of the Synthetic config it took 16% of the step. The backward here uses that
-RoIAlign is separable: the sample grid of a bin is a product of rows and columns, and a bilinear
-weight is a row weight times a column weight, so for RoI ``r`` on image ``b``
+torchvision's CPU RoIAlign backward is a serial loop over every (RoI, channel, bin, sample)
+that scatters into the feature map one float at a time: in a training step of the Synthetic
+config it took 16% of the step. Its forward reads a contiguous map, so a channels-last pyramid
+level is copied first. Both passes here use that RoIAlign is separable: the sample grid of a bin
+is a product of rows and columns, and a bilinear weight is a row weight times a column weight, so
+for RoI ``r`` on image ``b``
 
     out[r, c] = Ay[r] @ x[b, c] @ Ax[r]^T      (PH x H) (H x W) (W x PW)
 
 with ``Ay[r, i, y]`` the mean over the bin's sample rows of their interpolation weight on row
-``y`` (zero for samples outside the map), ``Ax`` the same for columns. The gradient of the map
-is then ``Ay[r]^T @ grad[r, c] @ Ax[r]`` summed over the RoIs of each image: two batched matmuls
-on each RoI's band of rows and columns (a RoI touches a few pixels more than its own extent),
-and one ``index_add_`` of those patches into the map. Same numbers as torchvision's backward up
-to float rounding (tests/test_roi_align.py).
+``y`` (zero for samples outside the map), ``Ax`` the same for columns. Each matrix is nonzero
+only on the RoI's band of rows (columns), a few pixels more than its extent, so the forward pass
+gathers each RoI's band from a channels-last view of the map and applies two batched matmuls,
+and the backward pass computes ``Ay[r]^T @ grad[r, c] @ Ax[r]`` on the band and adds it into the
+map with one ``index_add_``. RoIs are processed in passes of similar band size. Same numbers as
+torchvision's to float rounding (tests/test_roi_align.py).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
 from detectron2.layers import ROIAlign as _D2ROIAlign
 from detectron2.modeling.poolers import ROIPooler as _D2ROIPooler
-from torchvision.ops import roi_align
 
-__all__ = ["ROIAlign", "ROIPooler", "roi_align_backward"]
+__all__ = ["ROIAlign", "ROIPooler", "roi_align_forward", "roi_align_backward"]
 
 # Patch floats per pass of the backward (RoIs x channels x band rows x band columns): bounds its
 # temporary memory to ~64 MB in fp32 whatever the number of RoIs.
@@ -76,6 +79,104 @@ def _axis_weights(
     return weights, first.long()
 
 
+def _geometry(rois: torch.Tensor, spatial_scale: float, aligned: bool) -> tuple[torch.Tensor, ...]:
+    """(R, 5) RoIs in image pixels -> their image index, y1, height, x1, width in map pixels."""
+    offset = 0.5 if aligned else 0.0
+    x1, y1, x2, y2 = (rois[:, i] * spatial_scale - offset for i in range(1, 5))
+    width, height = x2 - x1, y2 - y1
+    if not aligned:  # the legacy RoIAlign makes every RoI at least one pixel
+        width, height = width.clamp(min=1), height.clamp(min=1)
+    return rois[:, 0].long(), y1, height, x1, width
+
+
+def _chunks(
+    height: torch.Tensor,
+    width: torch.Tensor,
+    channels: int,
+    bins: tuple[int, int],
+    size: tuple[int, int],
+    patch_elements: int,
+) -> Iterator[torch.Tensor]:
+    """Indices of RoIs, in passes of at most ``patch_elements`` band floats.
+
+    RoIs go by the size of their band (at most the extent + 2 lines each way), smallest first,
+    so that each pass pads its RoIs to a band of similar size.
+    """
+    num_rois = height.shape[0]
+    band_h = (height.clamp(min=0) + 2).ceil().clamp(max=size[0])
+    band_w = (width.clamp(min=0) + 2).ceil().clamp(max=size[1])
+    band = (band_h * band_w).clamp(min=bins[0] * bins[1])
+    order = band.argsort()
+    band = band[order].tolist()
+    start = 0
+    while start < num_rois:
+        # as many RoIs as fit at the band of the pass's largest (its last)
+        count = max(1, patch_elements // int(channels * band[start]))
+        while (
+            count > 1 and count * channels * band[min(start + count, num_rois) - 1] > patch_elements
+        ):
+            count = max(1, patch_elements // int(channels * band[min(start + count, num_rois) - 1]))
+        yield order[start : start + count]
+        start += count
+
+
+def _bands(
+    geometry: tuple[torch.Tensor, ...],
+    bins: tuple[int, int],
+    size: tuple[int, int],
+    sampling_ratio: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-axis weights (r, PH, KH), (r, PW, KW) and the flat map index (r, KH, KW) of each
+    band pixel, for the RoIs of ``geometry`` (from :func:`_geometry`)."""
+    image, y1, height, x1, width = geometry
+    h, w = size
+    weights_y, first_y = _axis_weights(y1, height, bins[0], sampling_ratio, h)
+    weights_x, first_x = _axis_weights(x1, width, bins[1], sampling_ratio, w)
+    kh, kw = weights_y.shape[-1], weights_x.shape[-1]
+    # lines past the map carry zero weight, so they may point anywhere inside it
+    rows = (first_y[:, None] + torch.arange(kh)).clamp(max=h - 1)
+    cols = (first_x[:, None] + torch.arange(kw)).clamp(max=w - 1)
+    index = (image[:, None, None] * h + rows[:, :, None]) * w + cols[:, None, :]
+    return weights_y, weights_x, index
+
+
+def roi_align_forward(
+    input: torch.Tensor,
+    rois: torch.Tensor,
+    output_size: tuple[int, int],
+    spatial_scale: float,
+    sampling_ratio: int,
+    aligned: bool,
+    *,
+    patch_elements: int = PATCH_ELEMENTS,
+) -> torch.Tensor:
+    """``torchvision.ops.roi_align`` as ``Ay @ x @ Ax^T`` per RoI, read from a channels-last
+    view of the map (no copy when the map is channels-last, as the pyramid's are).
+
+    Args:
+        input: (N, C, H, W). rois: (R, 5) ``(batch index, x1, y1, x2, y2)`` in image pixels.
+    Returns:
+        (R, C, PH, PW) in the input's dtype (computed in fp32 at least, as torchvision's).
+    """
+    n, c, h, w = input.shape
+    ph, pw = output_size
+    dtype = torch.promote_types(input.dtype, torch.float32)
+    flat = input.to(dtype).permute(0, 2, 3, 1).reshape(n * h * w, c)  # n h w c
+    geometry = _geometry(rois.to(dtype), spatial_scale, aligned)
+    out = flat.new_empty(rois.shape[0], c, ph, pw)
+    for idx in _chunks(geometry[2], geometry[4], c, (ph, pw), (h, w), patch_elements):
+        weights_y, weights_x, index = _bands(
+            tuple(g[idx] for g in geometry), (ph, pw), (h, w), sampling_ratio
+        )
+        r, kh, kw = index.shape
+        patch = flat.index_select(0, index.reshape(-1)).view(r, kh, kw * c)
+        # Ay @ patch: (r, PH, KH) @ (r, KH, KW C) -> (r, PH, KW, C) -> (r, PH C, KW)
+        t = torch.bmm(weights_y, patch).view(r, ph, kw, c).transpose(2, 3).reshape(r, ph * c, kw)
+        # @ Ax^T: (r, PH C, KW) @ (r, KW, PW) -> (r, PH, C, PW) -> (r, C, PH, PW)
+        out[idx] = torch.bmm(t, weights_x.transpose(1, 2)).view(r, ph, c, pw).transpose(1, 2)
+    return out.to(input.dtype)
+
+
 def roi_align_backward(
     grad: torch.Tensor,
     rois: torch.Tensor,
@@ -95,77 +196,27 @@ def roi_align_backward(
         (N, C, H, W) in fp32, or float64 for float64 ``grad`` (channels-last memory).
     """
     n, c, h, w = input_shape
-    num_rois, _, ph, pw = grad.shape
+    _, _, ph, pw = grad.shape
     dtype = torch.promote_types(grad.dtype, torch.float32)  # as torchvision: bf16 -> fp32
-    rois, grad = rois.to(dtype), grad.to(dtype)
-    offset = 0.5 if aligned else 0.0
-    x1, y1, x2, y2 = (rois[:, i] * spatial_scale - offset for i in range(1, 5))
-    width, height = x2 - x1, y2 - y1
-    if not aligned:  # the legacy RoIAlign makes every RoI at least one pixel
-        width, height = width.clamp(min=1), height.clamp(min=1)
+    grad = grad.to(dtype)
+    geometry = _geometry(rois.to(dtype), spatial_scale, aligned)
     out = grad.new_zeros(n * h * w, c)  # n h w c, flattened
-    # RoIs by the size of their band (at most the extent + 2 lines each way), smallest first, so
-    # that each pass pads its RoIs to a band of similar size
-    band = (height.clamp(min=0) + 2).ceil().clamp(max=h) * (width.clamp(min=0) + 2).ceil().clamp(
-        max=w
-    )
-    band = band.clamp(min=ph * pw)
-    order = band.argsort()
-    band = band[order].tolist()
-    start = 0
-    while start < num_rois:
-        # as many RoIs as fit ``patch_elements`` at the band of the pass's largest (its last)
-        count = max(1, patch_elements // int(c * band[start]))
-        while count > 1 and count * c * band[min(start + count, num_rois) - 1] > patch_elements:
-            count = max(1, patch_elements // int(c * band[min(start + count, num_rois) - 1]))
-        idx = order[start : start + count]
-        start += count
-        _accumulate(
-            out,
-            grad[idx],
-            rois[idx, 0],
-            y1[idx],
-            height[idx],
-            x1[idx],
-            width[idx],
-            (h, w),
-            sampling_ratio,
+    for idx in _chunks(geometry[2], geometry[4], c, (ph, pw), (h, w), patch_elements):
+        weights_y, weights_x, index = _bands(
+            tuple(g[idx] for g in geometry), (ph, pw), (h, w), sampling_ratio
         )
+        r, kh, kw = index.shape
+        # grad @ Ax: (r, C PH, PW) @ (r, PW, KW) -> (r, C, PH, KW)
+        t = torch.bmm(grad[idx].reshape(r, c * ph, pw), weights_x)
+        # Ay^T @ that: (r, KH, PH) @ (r, PH, KW C) -> (r, KH, KW, C)
+        t = t.view(r, c, ph, kw).permute(0, 2, 3, 1).reshape(r, ph, kw * c)
+        patch = torch.bmm(weights_y.transpose(1, 2), t)
+        out.index_add_(0, index.reshape(-1), patch.view(-1, c))
     return out.view(n, h, w, c).permute(0, 3, 1, 2)
 
 
-def _accumulate(
-    out: torch.Tensor,
-    grad: torch.Tensor,
-    image: torch.Tensor,
-    y1: torch.Tensor,
-    height: torch.Tensor,
-    x1: torch.Tensor,
-    width: torch.Tensor,
-    size: tuple[int, int],
-    sampling_ratio: int,
-) -> None:
-    """out (N H W, C) += the map gradient of the RoIs in ``grad`` (r, C, PH, PW)."""
-    r, c, ph, pw = grad.shape
-    h, w = size
-    weights_y, first_y = _axis_weights(y1, height, ph, sampling_ratio, h)  # (r, PH, KH)
-    weights_x, first_x = _axis_weights(x1, width, pw, sampling_ratio, w)  # (r, PW, KW)
-    kh, kw = weights_y.shape[-1], weights_x.shape[-1]
-    # map index of each band pixel: (r, KH, KW); lines past the map carry zero weight, so they
-    # may point anywhere inside it
-    rows = (first_y[:, None] + torch.arange(kh)).clamp(max=h - 1)
-    cols = (first_x[:, None] + torch.arange(kw)).clamp(max=w - 1)
-    index = (image.long()[:, None, None] * h + rows[:, :, None]) * w + cols[:, None, :]
-    # grad @ Ax: (r, C PH, PW) @ (r, PW, KW) -> (r, C, PH, KW)
-    t = torch.bmm(grad.reshape(r, c * ph, pw), weights_x)
-    # Ay^T @ that: (r, KH, PH) @ (r, PH, KW C) -> (r, KH, KW, C)
-    t = t.view(r, c, ph, kw).permute(0, 2, 3, 1).reshape(r, ph, kw * c)
-    patch = torch.bmm(weights_y.transpose(1, 2), t)
-    out.index_add_(0, index.reshape(-1), patch.view(-1, c))
-
-
 class _ROIAlignFunction(torch.autograd.Function):
-    """torchvision's ``roi_align`` forward, :func:`roi_align_backward` backward."""
+    """:func:`roi_align_forward` forward, :func:`roi_align_backward` backward."""
 
     @staticmethod
     def forward(ctx, input, rois, output_size, spatial_scale, sampling_ratio, aligned):
@@ -173,22 +224,29 @@ class _ROIAlignFunction(torch.autograd.Function):
         ctx.input_shape = tuple(input.shape)
         ctx.input_dtype = input.dtype
         ctx.args = (spatial_scale, sampling_ratio, aligned)
-        return roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
+        with torch.autocast(input.device.type, enabled=False):  # fp32 matmuls, as torchvision's
+            return roi_align_forward(
+                input, rois, output_size, spatial_scale, sampling_ratio, aligned
+            )
 
     @staticmethod
     def backward(ctx, grad_out):
         (rois,) = ctx.saved_tensors
-        grad = roi_align_backward(grad_out, rois, ctx.input_shape, *ctx.args)
+        with torch.autocast(grad_out.device.type, enabled=False):
+            grad = roi_align_backward(grad_out, rois, ctx.input_shape, *ctx.args)
         return grad.to(ctx.input_dtype), None, None, None, None, None
 
 
 class ROIAlign(_D2ROIAlign):
-    """detectron2's ``ROIAlign`` (same arguments and forward) with the vectorised backward on
-    the CPU; elsewhere, and when no gradient is needed, it is detectron2's."""
+    """detectron2's ``ROIAlign`` (same arguments and results), on the CPU computed by
+    :func:`roi_align_forward` / :func:`roi_align_backward`; elsewhere, and in exports, it is
+    detectron2's."""
 
     def forward(self, input: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
         """input: (N, C, H, W); rois: (R, 5) -> (R, C, PH, PW)."""
-        if input.device.type != "cpu" or not (torch.is_grad_enabled() and input.requires_grad):
+        # exports (TorchScript tracing, ONNX) keep torchvision's op, which they know
+        exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        if input.device.type != "cpu" or exporting:
             return super().forward(input, rois)
         assert rois.dim() == 2 and rois.size(1) == 5
         output_size = tuple(self.output_size)  # detectron2 stores (PH, PW) via _pair
