@@ -64,6 +64,13 @@ def _expand_bias(
     return bias.view(b, nq, kh * kw)
 
 
+def _add_bias_(logits: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor) -> None:
+    """logits (B, c, kh * kw) += rel_h (B, c, kh) + rel_w (B, c, kw), in place, without the
+    (c, kh * kw) bias."""
+    grid = logits.view(*rel_h.shape, rel_w.shape[-1])  # b c (kh kw) -> b c kh kw
+    grid.add_(rel_h[:, :, :, None]).add_(rel_w[:, :, None, :])
+
+
 def _attend_explicit(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -110,9 +117,7 @@ def _attend_explicit(
                 rs = slice(start, start + rows)
                 logits = torch.bmm(q[hs, rs], k_t[hs])
                 if not fold_bias:
-                    # += rel_h[i, a] + rel_w[i, b] in place: (h, c, kh kw) -> (h, c, kh, kw)
-                    grid = logits.view(-1, logits.shape[1], kh, kw)
-                    grid.add_(rel_h[hs, rs, :, None]).add_(rel_w[hs, rs, None, :])
+                    _add_bias_(logits, rel_h[hs, rs], rel_w[hs, rs])
                 torch.bmm(logits.softmax(dim=-1), v[hs], out=out[hs, rs])
     return out.view(b, nh, nq, -1)
 
@@ -191,11 +196,9 @@ class _RelPosAttention(torch.autograd.Function):
                 stop = min(start + rows, nq)
                 q_c, grad_out_c = q_acc[:, start:stop], grad_out[:, start:stop]
                 logits = torch.bmm(q_c, k_t).mul_(scale)
-                # += rel_h[i, a] + rel_w[i, b] in place, without the (c, Nk) bias
-                grid = logits.view(-1, stop - start, kh, kw)
-                grid.add_(rel_h[:, start:stop, :, None]).add_(rel_w[:, start:stop, None, :])
+                _add_bias_(logits, rel_h[:, start:stop], rel_w[:, start:stop])
                 probs = logits.softmax(dim=-1)
-                del logits, grid
+                del logits
                 probs_low = probs.to(dtype)  # probs itself when dtype == acc
                 grad_v += torch.bmm(probs_low.transpose(1, 2), grad_out_c)
                 del probs_low
