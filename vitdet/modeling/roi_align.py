@@ -29,8 +29,8 @@ from detectron2.modeling.poolers import ROIPooler as _D2ROIPooler
 
 __all__ = ["ROIAlign", "ROIPooler", "roi_align_forward", "roi_align_backward"]
 
-# Patch floats per pass of the backward (RoIs x channels x band rows x band columns): bounds its
-# temporary memory to ~64 MB in fp32 whatever the number of RoIs.
+# Band floats per pass (RoIs x channels x band rows x band columns): bounds the temporary memory
+# of either direction to ~64 MB in fp32 whatever the number of RoIs.
 PATCH_ELEMENTS = 2**24
 
 
@@ -40,19 +40,18 @@ def _axis_weights(
     """Interpolation weights of one axis, cropped to each RoI's band of the map.
 
     Args:
-        start, length: (R,) the RoIs' start and extent on this axis, in map pixels.
+        start, length: (R,) the RoIs' start and extent on this axis, in map pixels; R >= 1.
         bins: output bins along the axis; ``size``: the map's extent along it.
     Returns:
         weights (R, bins, K) and the band's first index (R,): bin ``i`` of RoI ``r`` takes
         ``weights[r, i, j]`` of map line ``first[r] + j`` (lines past the map weigh zero).
     """
-    num_rois = start.shape[0]
     bin_size = length / bins
     if sampling_ratio > 0:
         grid = torch.full_like(length, float(sampling_ratio))
     else:
         grid = torch.ceil(length / bins)  # adaptive: samples per bin along this axis
-    max_grid = max(int(grid.max().item()) if num_rois else 1, 1)
+    max_grid = max(int(grid.max().item()), 1)
     step = torch.arange(max_grid, dtype=start.dtype, device=start.device)[None, None, :]
     offsets = torch.arange(bins, dtype=start.dtype, device=start.device)[None, :, None]
     # (R, bins, G): sample s of bin i, in torchvision's order of operations (a RoI of no extent
@@ -72,72 +71,63 @@ def _axis_weights(
     # band lines of the samples; idle samples point at line 0 with weight 0
     low_j = torch.where(valid, low - first[:, None, None], 0).long()
     high_j = torch.where(valid, high - first[:, None, None], 0).long()
-    span = int(high_j.max().item()) + 1 if num_rois else 1
-    weights = start.new_zeros(num_rois, bins, span)
+    span = int(high_j.max().item()) + 1
+    weights = start.new_zeros(start.shape[0], bins, span)
     weights.scatter_add_(2, low_j, weight * (1 - frac))
     weights.scatter_add_(2, high_j, weight * frac)
     return weights, first.long()
 
 
-def _geometry(rois: torch.Tensor, spatial_scale: float, aligned: bool) -> tuple[torch.Tensor, ...]:
-    """(R, 5) RoIs in image pixels -> their image index, y1, height, x1, width in map pixels."""
+def _passes(
+    rois: torch.Tensor,
+    spatial_scale: float,
+    aligned: bool,
+    sampling_ratio: int,
+    shape: tuple[int, int, int, int, int],
+    patch_elements: int,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The RoIs in passes of at most ``patch_elements`` band floats: for each pass its RoI
+    indices, per-axis weights (r, PH, KH), (r, PW, KW) and the flat map index (r, KH, KW) of
+    each band pixel.
+
+    Args:
+        rois: (R, 5) ``(batch index, x1, y1, x2, y2)`` in image pixels.
+        shape: (C, H, W, PH, PW) of the map and the output.
+
+    RoIs go by the size of their band (at most the extent + 2 lines each way), smallest first,
+    so that each pass pads its RoIs to a band of similar size.
+    """
+    c, h, w, ph, pw = shape
     offset = 0.5 if aligned else 0.0
     x1, y1, x2, y2 = (rois[:, i] * spatial_scale - offset for i in range(1, 5))
     width, height = x2 - x1, y2 - y1
     if not aligned:  # the legacy RoIAlign makes every RoI at least one pixel
         width, height = width.clamp(min=1), height.clamp(min=1)
-    return rois[:, 0].long(), y1, height, x1, width
-
-
-def _chunks(
-    height: torch.Tensor,
-    width: torch.Tensor,
-    channels: int,
-    bins: tuple[int, int],
-    size: tuple[int, int],
-    patch_elements: int,
-) -> Iterator[torch.Tensor]:
-    """Indices of RoIs, in passes of at most ``patch_elements`` band floats.
-
-    RoIs go by the size of their band (at most the extent + 2 lines each way), smallest first,
-    so that each pass pads its RoIs to a band of similar size.
-    """
-    num_rois = height.shape[0]
-    band_h = (height.clamp(min=0) + 2).ceil().clamp(max=size[0])
-    band_w = (width.clamp(min=0) + 2).ceil().clamp(max=size[1])
-    band = (band_h * band_w).clamp(min=bins[0] * bins[1])
+    image = rois[:, 0].long()
+    band_h = (height.clamp(min=0) + 2).ceil().clamp(max=h)
+    band_w = (width.clamp(min=0) + 2).ceil().clamp(max=w)
+    band = (band_h * band_w).clamp(min=ph * pw)
     order = band.argsort()
     band = band[order].tolist()
-    start = 0
+    start, num_rois = 0, rois.shape[0]
     while start < num_rois:
-        # as many RoIs as fit at the band of the pass's largest (its last)
-        count = max(1, patch_elements // int(channels * band[start]))
-        while (
-            count > 1 and count * channels * band[min(start + count, num_rois) - 1] > patch_elements
-        ):
-            count = max(1, patch_elements // int(channels * band[min(start + count, num_rois) - 1]))
-        yield order[start : start + count]
+        # as many RoIs as fit at the band floats of the pass's largest (its last)
+        count = max(1, patch_elements // int(c * band[start]))
+        while count > 1:
+            largest = c * band[min(start + count, num_rois) - 1]
+            if count * largest <= patch_elements:
+                break
+            count = max(1, patch_elements // int(largest))
+        idx = order[start : start + count]
         start += count
-
-
-def _bands(
-    geometry: tuple[torch.Tensor, ...],
-    bins: tuple[int, int],
-    size: tuple[int, int],
-    sampling_ratio: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-axis weights (r, PH, KH), (r, PW, KW) and the flat map index (r, KH, KW) of each
-    band pixel, for the RoIs of ``geometry`` (from :func:`_geometry`)."""
-    image, y1, height, x1, width = geometry
-    h, w = size
-    weights_y, first_y = _axis_weights(y1, height, bins[0], sampling_ratio, h)
-    weights_x, first_x = _axis_weights(x1, width, bins[1], sampling_ratio, w)
-    kh, kw = weights_y.shape[-1], weights_x.shape[-1]
-    # lines past the map carry zero weight, so they may point anywhere inside it
-    rows = (first_y[:, None] + torch.arange(kh)).clamp(max=h - 1)
-    cols = (first_x[:, None] + torch.arange(kw)).clamp(max=w - 1)
-    index = (image[:, None, None] * h + rows[:, :, None]) * w + cols[:, None, :]
-    return weights_y, weights_x, index
+        weights_y, first_y = _axis_weights(y1[idx], height[idx], ph, sampling_ratio, h)
+        weights_x, first_x = _axis_weights(x1[idx], width[idx], pw, sampling_ratio, w)
+        kh, kw = weights_y.shape[-1], weights_x.shape[-1]
+        # lines past the map carry zero weight, so they may point anywhere inside it
+        rows = (first_y[:, None] + torch.arange(kh)).clamp(max=h - 1)
+        cols = (first_x[:, None] + torch.arange(kw)).clamp(max=w - 1)
+        index = (image[idx, None, None] * h + rows[:, :, None]) * w + cols[:, None, :]
+        yield idx, weights_y, weights_x, index
 
 
 def roi_align_forward(
@@ -162,12 +152,11 @@ def roi_align_forward(
     ph, pw = output_size
     dtype = torch.promote_types(input.dtype, torch.float32)
     flat = input.to(dtype).permute(0, 2, 3, 1).reshape(n * h * w, c)  # n h w c
-    geometry = _geometry(rois.to(dtype), spatial_scale, aligned)
     out = flat.new_empty(rois.shape[0], c, ph, pw)
-    for idx in _chunks(geometry[2], geometry[4], c, (ph, pw), (h, w), patch_elements):
-        weights_y, weights_x, index = _bands(
-            tuple(g[idx] for g in geometry), (ph, pw), (h, w), sampling_ratio
-        )
+    passes = _passes(
+        rois.to(dtype), spatial_scale, aligned, sampling_ratio, (c, h, w, ph, pw), patch_elements
+    )
+    for idx, weights_y, weights_x, index in passes:
         r, kh, kw = index.shape
         patch = flat.index_select(0, index.reshape(-1)).view(r, kh, kw * c)
         # Ay @ patch: (r, PH, KH) @ (r, KH, KW C) -> (r, PH, KW, C) -> (r, PH C, KW)
@@ -196,15 +185,14 @@ def roi_align_backward(
         (N, C, H, W) in fp32, or float64 for float64 ``grad`` (channels-last memory).
     """
     n, c, h, w = input_shape
-    _, _, ph, pw = grad.shape
+    ph, pw = grad.shape[-2:]
     dtype = torch.promote_types(grad.dtype, torch.float32)  # as torchvision: bf16 -> fp32
     grad = grad.to(dtype)
-    geometry = _geometry(rois.to(dtype), spatial_scale, aligned)
     out = grad.new_zeros(n * h * w, c)  # n h w c, flattened
-    for idx in _chunks(geometry[2], geometry[4], c, (ph, pw), (h, w), patch_elements):
-        weights_y, weights_x, index = _bands(
-            tuple(g[idx] for g in geometry), (ph, pw), (h, w), sampling_ratio
-        )
+    passes = _passes(
+        rois.to(dtype), spatial_scale, aligned, sampling_ratio, (c, h, w, ph, pw), patch_elements
+    )
+    for idx, weights_y, weights_x, index in passes:
         r, kh, kw = index.shape
         # grad @ Ax: (r, C PH, PW) @ (r, PW, KW) -> (r, C, PH, KW)
         t = torch.bmm(grad[idx].reshape(r, c * ph, pw), weights_x)

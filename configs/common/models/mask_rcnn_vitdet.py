@@ -47,7 +47,7 @@ model.roi_heads.mask_head.conv_norm = ChannelLayerNorm
 model.proposal_generator.head.conv_dims = [-1, -1]
 model.roi_heads.box_head.conv_dims = [256, 256, 256, 256]
 model.roi_heads.box_head.fc_dims = [1024]
-# detectron2's poolers with RoIAlign's backward vectorised on the CPU (roi_align.py); same
-# arguments, same forward
+# detectron2's poolers with RoIAlign as band matmuls on the CPU (roi_align.py); same arguments,
+# same results to float rounding
 model.roi_heads.box_pooler._target_ = ROIPooler
 model.roi_heads.mask_pooler._target_ = ROIPooler
