@@ -19,6 +19,7 @@ import sys
 import uuid
 import weakref
 
+import pycocotools.mask as mask_util
 import pytest
 import torch
 import torch.distributed as dist
@@ -172,21 +173,47 @@ def test_rank_0_alone_writes_checkpoints_metrics_and_events(two_processes):
 
 def test_evaluation_gathers_every_prediction_once(two_processes, data, tmp_path, one_thread):
     """The 2-process evaluation (each rank infers half the images, rank 0 gathers) equals the
-    1-process evaluation of the same checkpoint, detection for detection."""
+    1-process evaluation of the same checkpoint, detection for detection: the same detections
+    per image and category, scores and boxes within float rounding (on some CPUs, e.g. an Intel
+    Xeon with AMX, the two runs' kernels differ in the last bits: 7.6e-6 measured), masks alike."""
     weights = f"train.init_checkpoint={two_processes / 'model_final.pth'}"
     assert train_net.cli(arguments(data, tmp_path, flags=["--eval-only"], overrides=[weights])) == 0
-    assert (tmp_path / "eval_results.json").read_text() == (
-        two_processes / "eval_results.json"
-    ).read_text()
+    results = [json.loads((d / "eval_results.json").read_text()) for d in (tmp_path, two_processes)]
+    assert results[0].keys() == results[1].keys()
+    for task in results[0]:
+        for metric, value in results[0][task].items():
+            assert value == pytest.approx(results[1][task][metric], abs=1e-6, nan_ok=True)
 
-    def detections(output_dir) -> list:
+    def detections(output_dir) -> dict:
+        """(image_id, category_id) -> that pair's detections."""
         path = output_dir / "inference" / "coco_instances_results.json"
-        return sorted(json.loads(path.read_text()), key=lambda d: json.dumps(d, sort_keys=True))
+        groups = {}
+        for d in json.loads(path.read_text()):
+            groups.setdefault((d["image_id"], d["category_id"]), []).append(d)
+        return groups
 
     gathered, alone = detections(two_processes), detections(tmp_path)
-    assert gathered and gathered == alone  # none lost, none twice
+    assert gathered and gathered.keys() == alone.keys()  # none lost, none twice
+    for key, group in gathered.items():
+        assert len(group) == len(alone[key])
+        unmatched = list(alone[key])
+        for ours in group:  # its nearest unmatched twin (near-equal scores may swap places)
+            theirs = min(unmatched, key=lambda d: _distance(ours, d))
+            unmatched.remove(theirs)
+            assert ours["score"] == pytest.approx(theirs["score"], abs=1e-4)
+            assert ours["bbox"] == pytest.approx(theirs["bbox"], abs=1e-3)
+            masks = [ours["segmentation"], theirs["segmentation"]]
+            if masks[0] != masks[1]:  # else: equal, also when empty (IoU 0)
+                assert mask_util.iou(masks[:1], masks[1:], [False])[0, 0] > 0.99
     val_images = {image["id"] for image in json.loads(open(data["val"][0]).read())["images"]}
-    assert {d["image_id"] for d in gathered} <= val_images
+    assert {image_id for image_id, _ in gathered} <= val_images
+
+
+def _distance(a: dict, b: dict) -> float:
+    """How far two detections' scores and boxes are apart."""
+    return abs(a["score"] - b["score"]) + sum(
+        abs(x - y) for x, y in zip(a["bbox"], b["bbox"], strict=True)
+    )
 
 
 def test_torchrun_resume_continues_exactly(two_processes, data, tmp_path):

@@ -165,7 +165,9 @@ def test_diagnosis_columns_match_the_evaluation_prompts(one_thread):
                 for e, r in zip(expected, records, strict=True)
             ]
         )
-        assert rows[prompt] == pytest.approx(ious.numpy(), abs=1e-6)
+        # equal up to pixels whose logit is ~0: the diagnosis embeds the images as a batch, and
+        # on some CPUs (an Intel Xeon with AMX) batched kernels differ in the last bits
+        assert rows[prompt] == pytest.approx(ious.numpy(), abs=1e-3)
         assert (rows[f"{prompt}_best"] >= rows[prompt] - 1e-6).all()
     assert (rows["box_best"] >= rows["box_chosen"]).all() and rows["box"].max() > 0
     assert rows["area"].tolist() == [12000, 4800, 12000, 4800]
