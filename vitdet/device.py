@@ -1,5 +1,5 @@
-"""What the machine runs natively: the CPU's model and flags, and the mixed-precision dtype that
-pays off on a device (``train.amp.dtype="auto"``).
+"""What the machine runs natively: the CPU's model and flags, the mixed-precision dtype that
+pays off on a device (``train.amp.dtype="auto"``), and how the C library hands out host memory.
 
 bf16 autocast is only a win where the hardware computes in bf16. On a CPU that is AVX512-BF16 or
 AMX-BF16; elsewhere oneDNN emulates bf16 and a linear layer runs ~3x slower than in fp32
@@ -11,6 +11,7 @@ decides between bf16 and fp16 with a gradient scaler.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import platform
 from dataclasses import dataclass
@@ -18,7 +19,14 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["BF16_CPU_FLAGS", "AmpChoice", "cpu_flags", "cpu_model", "resolve_amp_dtype"]
+__all__ = [
+    "BF16_CPU_FLAGS",
+    "AmpChoice",
+    "cpu_flags",
+    "cpu_model",
+    "keep_freed_memory",
+    "resolve_amp_dtype",
+]
 
 # /proc/cpuinfo flags of CPUs that compute bf16 natively.
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -91,3 +99,36 @@ def resolve_amp_dtype(
         f"auto: the CPU ({cpu_model()}) has none of {', '.join(BF16_CPU_FLAGS)}, so bf16 would be "
         "emulated and slower than fp32",
     )
+
+
+# glibc's mallopt(3) parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
+# Freed memory glibc keeps at the top of its heap before returning it to the kernel (the largest
+# value mallopt takes), and the slack it adds when the heap grows.
+KEEP_FREED_BYTES = 2**31 - 1
+HEAP_GROWTH_PAD_BYTES = 2**30
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc serve every block from its heap and keep freed memory for reuse, for
+    the rest of this process (and the processes it forks later).
+
+    By default glibc maps each large block (above 128 KB, at most 32 MB) on its own and unmaps it
+    when freed, so every large tensor of every step is page-faulted in again and zero-filled by
+    the kernel, 4 KB at a time. A ViT-B training step at 1024 px took 4.3 million page faults
+    and 13 of its 29 s in the kernel on an Intel Xeon (2 threads); with freed memory kept, 0.1
+    s, and the step 22 s. The price: the process holds on to up to 2 GB of freed memory (plus
+    1 GB of heap slack) instead of returning it, so its peak RSS grows (that step: 5.9 -> 6.9 GB).
+
+    Returns whether the setting took: False where the C library is not glibc (macOS, Windows,
+    musl), which then keeps its own behaviour.
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    mallopt = ctypes.CDLL("libc.so.6").mallopt
+    settings = (
+        (_M_MMAP_MAX, 0),  # no block of its own: all from the heap
+        (_M_TRIM_THRESHOLD, KEEP_FREED_BYTES),
+        (_M_TOP_PAD, HEAP_GROWTH_PAD_BYTES),
+    )
+    return all(mallopt(param, value) == 1 for param, value in settings)

@@ -42,7 +42,13 @@ from detectron2.modeling.poolers import ROIPooler
 from detectron2.utils.logger import setup_logger
 from fvcore.nn import FlopCountAnalysis
 
-from vitdet.device import BF16_CPU_FLAGS, cpu_flags, cpu_model, resolve_amp_dtype
+from vitdet.device import (
+    BF16_CPU_FLAGS,
+    cpu_flags,
+    cpu_model,
+    keep_freed_memory,
+    resolve_amp_dtype,
+)
 from vitdet.modeling import onednn
 
 REPO = Path(__file__).resolve().parents[2]
@@ -268,6 +274,7 @@ def measure_memory(args, size: str, task: str, impl: str) -> float | str:
     cmd = [sys.executable, __file__, "--probe-task", task, "--probe-impl", impl]
     cmd += ["--size", size, "--image-size", str(args.image_size), "--threads", str(args.threads)]
     cmd += ["--device", args.device] + (["--tiny"] if args.tiny else [])
+    cmd += [] if args.keep_freed_memory else ["--no-keep-freed-memory"]
     probe = subprocess.run(cmd, capture_output=True, text=True)
     if probe.returncode:
         return f"probe failed (exit {probe.returncode}; -9: killed, e.g. out of memory)"
@@ -322,6 +329,7 @@ def machine_info(args) -> dict:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "load_average_start": os.getloadavg(),
         "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "(default)"),
+        "malloc": "freed memory kept" if args.keep_freed_memory else "glibc default",
     }
     if args.device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
@@ -386,7 +394,8 @@ def markdown(result: dict) -> str:
     lines.append(
         f"Machine: {m['cpu']}, native bf16: {m['cpu_bf16']}, {m['cores']} cores, "
         f"{m['threads']} threads, torch {m['torch']}, "
-        f"{m['device']}, {m['date']}, load average at start {m['load_average_start'][0]:.1f}"
+        f"{m['device']}, {m['date']}, load average at start {m['load_average_start'][0]:.1f}, "
+        f"malloc: {m.get('malloc', 'glibc default')}"
     )
     return "\n".join(lines)
 
@@ -453,10 +462,19 @@ def main() -> None:
     parser.add_argument("--json", default="benchmark.json", help="output file")
     parser.add_argument("--no-memory", dest="memory", action="store_false")
     parser.add_argument("--tiny", action="store_true", help="tiny model: checks the tool only")
+    parser.add_argument(
+        "--no-keep-freed-memory",
+        dest="keep_freed_memory",
+        action="store_false",
+        help="glibc's default malloc instead of the training runs' (train.keep_freed_memory), "
+        "for both implementations",
+    )
     parser.add_argument("--probe-task", help=argparse.SUPPRESS)
     parser.add_argument("--probe-impl", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.image_size = args.image_size or (TINY_NET["img_size"] if args.tiny else 1024)
+    if args.keep_freed_memory and args.device == "cpu":
+        keep_freed_memory()
     if args.probe_task:
         probe_memory(args)
         return

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vitdet.checkpoint import load_checkpoint
 from vitdet.config import ConfigError, load_config, setup_datasets, writable_dir
-from vitdet.device import resolve_amp_dtype
+from vitdet.device import keep_freed_memory, resolve_amp_dtype
 from vitdet.provenance import Provenance
 
 from .evaluation import evaluate
@@ -55,7 +55,8 @@ Evaluation = Callable[[torch.nn.Module, int], dict]
 def resolve_device(cfg: DictConfig) -> None:
     """Fall back from CUDA to the CPU when there is no GPU. On the CPU, share the cores between
     this machine's processes, unless OMP_NUM_THREADS says otherwise (on a busy machine one
-    thread per process can be several times faster than two that wait for each other)."""
+    thread per process can be several times faster than two that wait for each other), and
+    keep freed memory for reuse (``train.keep_freed_memory``)."""
     if torch.device(cfg.train.device).type == "cuda" and not torch.cuda.is_available():
         logger.info(f"train.device={cfg.train.device} but CUDA is not available: using the CPU")
         cfg.train.device = "cpu"
@@ -63,6 +64,9 @@ def resolve_device(cfg: DictConfig) -> None:
         if "OMP_NUM_THREADS" not in os.environ:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.get_local_size()))
         logger.info(f"CPU run: {torch.get_num_threads()} torch threads per process")
+        if cfg.train.keep_freed_memory:
+            kept = keep_freed_memory()
+            logger.info(f"Freed host memory kept for reuse (train.keep_freed_memory): {kept}")
 
 
 def setup_run(
