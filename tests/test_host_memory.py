@@ -51,6 +51,31 @@ def test_freed_memory_is_reused_without_page_faults():
     assert _refills_page_faults("keep") < PAGES // 2
 
 
+RELEASE = """
+import torch
+from pathlib import Path
+from vitdet.device import keep_freed_memory, release_freed_memory
+def rss_mb():
+    status = Path("/proc/self/status").read_text().splitlines()
+    return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) // 1024
+assert keep_freed_memory()
+for _ in range(3):
+    x = torch.ones(64 * 2**20)  # 256 MB, kept when freed
+    del x
+kept = rss_mb()
+assert release_freed_memory()
+print(kept, rss_mb())
+"""
+
+
+def test_released_memory_goes_back_to_the_kernel():
+    child = subprocess.run(
+        [sys.executable, "-c", RELEASE], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    kept, released = map(int, child.stdout.split()[-2:])
+    assert kept - released > 200  # MB: the freed 256 MB tensor's pages
+
+
 @pytest.mark.parametrize("keep", [True, False])
 def test_cpu_runs_keep_freed_memory_when_the_config_says_so(monkeypatch, keep):
     calls = []

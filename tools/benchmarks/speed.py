@@ -47,6 +47,7 @@ from vitdet.device import (
     cpu_flags,
     cpu_model,
     keep_freed_memory,
+    release_freed_memory,
     resolve_amp_dtype,
 )
 from vitdet.modeling import onednn
@@ -275,6 +276,7 @@ def measure_memory(args, size: str, task: str, impl: str) -> float | str:
     cmd += ["--size", size, "--image-size", str(args.image_size), "--threads", str(args.threads)]
     cmd += ["--device", args.device] + (["--tiny"] if args.tiny else [])
     cmd += [] if args.keep_freed_memory else ["--no-keep-freed-memory"]
+    release_freed_memory()  # the probe needs the RAM this process kept
     probe = subprocess.run(cmd, capture_output=True, text=True)
     if probe.returncode:
         return f"probe failed (exit {probe.returncode}; -9: killed, e.g. out of memory)"
