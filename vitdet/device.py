@@ -118,17 +118,18 @@ def keep_freed_memory() -> bool:
     """Have glibc's malloc serve every block from its heap and keep freed memory for reuse, for
     the rest of this process (and the processes it forks later).
 
-    By default glibc maps each large block (above 128 KB, at most 32 MB) on its own and unmaps it
-    when freed, so every large tensor of every step is page-faulted in again and zero-filled by
-    the kernel, 4 KB at a time. A ViT-B training step at 1024 px took 4.3 million page faults
-    and 13 of its 29 s in the kernel on an Intel Xeon (2 threads); with freed memory kept, 0.1
-    s, and the step 22 s. The price: the process holds on to up to 2 GB of freed memory (plus
-    1 GB of heap slack) instead of returning it, so its peak RSS grows (that step: 5.9 -> 6.9 GB).
+    By default glibc maps each large block (above a threshold that adapts between 128 KB and 32
+    MB) on its own and unmaps it when freed, so every large tensor of every step is page-faulted
+    in again and zero-filled by the kernel, 4 KB at a time. A ViT-B training step at 1024 px
+    took 4.3 million page faults and 13 of its 29 s in the kernel on an Intel Xeon (2 threads);
+    with freed memory kept, 0.1 s in the kernel and 22 s in all.
 
-    Measured beside it, the peak RSS grows more than the kept memory: blocks no longer each get
-    their own mapping, and freed holes of the heap fit the next sizes only in part (ViT-B training
-    step at 1024 px in a fresh process: ours 3.7 -> 5.2 GB, detectron2's reference 9.1 -> 14.7
-    GB). :func:`release_freed_memory` hands the kept memory back.
+    The price: the process holds on to up to 2 GB of freed memory (plus 1 GB of heap slack), and
+    its peak RSS grows more than that, as freed holes of the heap fit the next sizes only in part
+    (that step in a fresh process: ours 3.7 -> 5.2 GB, detectron2's reference 9.1 -> 14.7 GB).
+    Where no block is that large it costs time: the Synthetic config's training step (256 px, a
+    6-block ViT of width 192) took 8-12% more CPU time with it, in alternated runs.
+    :func:`release_freed_memory` hands the kept memory back.
 
     Returns whether the setting took: False where the C library is not glibc (macOS, Windows,
     musl), which then keeps its own behaviour.

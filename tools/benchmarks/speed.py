@@ -275,7 +275,7 @@ def measure_memory(args, size: str, task: str, impl: str) -> float | str:
     cmd = [sys.executable, __file__, "--probe-task", task, "--probe-impl", impl]
     cmd += ["--size", size, "--image-size", str(args.image_size), "--threads", str(args.threads)]
     cmd += ["--device", args.device] + (["--tiny"] if args.tiny else [])
-    cmd += [] if args.keep_freed_memory else ["--no-keep-freed-memory"]
+    cmd += ["--keep-freed-memory"] if args.keep_freed_memory else []
     release_freed_memory()  # the probe needs the RAM this process kept
     probe = subprocess.run(cmd, capture_output=True, text=True)
     if probe.returncode:
@@ -465,11 +465,10 @@ def main() -> None:
     parser.add_argument("--no-memory", dest="memory", action="store_false")
     parser.add_argument("--tiny", action="store_true", help="tiny model: checks the tool only")
     parser.add_argument(
-        "--no-keep-freed-memory",
-        dest="keep_freed_memory",
-        action="store_false",
-        help="glibc's default malloc instead of the training runs' (train.keep_freed_memory), "
-        "for both implementations",
+        "--keep-freed-memory",
+        action="store_true",
+        help="glibc's malloc keeps freed memory (train.keep_freed_memory=True) instead of its "
+        "default, for both implementations",
     )
     parser.add_argument("--probe-task", help=argparse.SUPPRESS)
     parser.add_argument("--probe-impl", help=argparse.SUPPRESS)
