@@ -41,6 +41,8 @@ def test_tiny_benchmark_report(tmp_path, monkeypatch):
     for row in rows.values():
         for impl in ("ref", "ours"):
             assert len(row[impl]["wall_s"]) == 1 and row[impl]["median_s"] > 0
+            assert 0 <= row[impl]["sys_s"][0] <= row[impl]["cpu_s"][0] + 0.01  # rusage ticks
+            assert row[impl]["page_faults"][0] >= 0
     infer = rows["backbone_infer"]
     assert list(infer["max_abs_diff"]) == ["p2", "p3", "p4", "p5", "p6"]
     assert max(infer["max_abs_diff"].values()) <= 1e-4
@@ -49,6 +51,7 @@ def test_tiny_benchmark_report(tmp_path, monkeypatch):
     bf16 = rows["backbone_infer_bf16"]["max_abs_diff_vs_fp32_reference"]
     assert set(bf16) == {"ref", "ours"}
     assert "| B | backbone_infer |" in tool.markdown(result)
+    assert "B backbone_train: in the kernel (medians) ref " in tool.markdown(result)
 
 
 def test_memory_probe_reports_the_task_peak(capsys, monkeypatch):

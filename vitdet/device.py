@@ -121,13 +121,14 @@ def keep_freed_memory() -> bool:
     By default glibc maps each large block (above a threshold that adapts between 128 KB and 32
     MB) on its own and unmaps it when freed, so every large tensor of every step is page-faulted
     in again and zero-filled by the kernel, 4 KB at a time. A ViT-B training step at 1024 px
-    took 4.3 million page faults and 13 of its 29 s in the kernel on an Intel Xeon (2 threads);
-    with freed memory kept, 0.1 s in the kernel and 22 s in all.
+    spent 6.2 of its 26.5 s in the kernel serving 3.7 million page faults on an Intel Xeon (2
+    threads; detectron2's reference 33 of 44 s); with freed memory kept, 0.1 s and 130 faults,
+    the step 23.0-26.4 s against 26.5-32.2 s (``tools/benchmarks/speed.py``, several runs).
 
     The price: the process holds on to up to 2 GB of freed memory (plus 1 GB of heap slack), and
     its peak RSS grows more than that, as freed holes of the heap fit the next sizes only in part
     (that step in a fresh process: ours 3.7 -> 5.2 GB, detectron2's reference 9.1 -> 14.7 GB).
-    Where no block is that large it costs time: the Synthetic config's training step (256 px, a
+    Where the tensors are small it costs time: the Synthetic config's training step (256 px, a
     6-block ViT of width 192) took 8-12% more CPU time with it, in alternated runs.
     :func:`release_freed_memory` hands the kept memory back.
 

@@ -19,8 +19,8 @@ train = dict(
     device="cuda",  # tools/train_net.py falls back to "cpu" when CUDA is unavailable
     # CPU runs: True has glibc's malloc keep freed memory for reuse instead of unmapping every
     # block over 32 MB and faulting it in again next step (vitdet.device.keep_freed_memory). On
-    # an Intel Xeon with AMX: a ViT-B step at 1024 px 27-32 -> 22-23 s, its peak RSS 3.7 -> 5.2
-    # GB; but the Synthetic config's step, with no such blocks, took 8-12% more CPU time
+    # an Intel Xeon with AMX: a ViT-B step at 1024 px 26.5-32.2 -> 23.0-26.4 s, peak RSS 3.7 -> 5.2
+    # GB; but the Synthetic config's step, whose tensors are small, took 8-12% more CPU time
     # (tools/benchmarks/synthetic.py steps, alternated runs). Off by default.
     keep_freed_memory=False,
     seed=-1,  # -1: a random seed, logged

@@ -28,6 +28,7 @@ import argparse
 import datetime
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -225,19 +226,24 @@ def max_abs_diff(task: str, ours, ref) -> dict[str, float] | float | None:
 
 
 def time_alternating(runs: dict[str, Callable], repeats: int, warmup: int, device: str):
-    """Wall and CPU seconds of each run, alternating ref / ours (ABBA), after ``warmup``."""
-    times = {impl: {"wall": [], "cpu": []} for impl in runs}
+    """Wall and CPU seconds of each run, and of those the kernel's ("sys") with the page faults
+    it served ("faults"), alternating ref / ours (ABBA), after ``warmup``."""
+    times = {impl: {"wall": [], "cpu": [], "sys": [], "faults": []} for impl in runs}
     outputs = {}
     order = list(runs)
     for i in range(warmup + repeats):
         for impl in order if i % 2 == 0 else order[::-1]:
             sync(device)
             wall, cpu = time.perf_counter(), time.process_time()
+            usage = resource.getrusage(resource.RUSAGE_SELF)
             outputs[impl] = runs[impl]()
             sync(device)
+            after = resource.getrusage(resource.RUSAGE_SELF)
             if i >= warmup:
                 times[impl]["wall"].append(time.perf_counter() - wall)
                 times[impl]["cpu"].append(time.process_time() - cpu)
+                times[impl]["sys"].append(after.ru_stime - usage.ru_stime)
+                times[impl]["faults"].append(after.ru_minflt - usage.ru_minflt)
     return times, outputs
 
 
@@ -386,6 +392,17 @@ def markdown(result: dict) -> str:
                 f"the reference at {row['ref']['gflops'] / ceiling['best_gflops']:.0%}"
             )
     for row in result["rows"]:
+        if row["ours"].get("sys_s"):
+            lines.append(
+                f"{row['size']} {row['task']}: in the kernel (medians) "
+                + ", ".join(
+                    f"{impl} {statistics.median(row[impl]['sys_s']):.2f} s with "
+                    f"{statistics.median(row[impl]['page_faults']):.0f} page faults"
+                    for impl in IMPLS
+                    if row[impl].get("sys_s")
+                )
+            )
+    for row in result["rows"]:
         if "ours_eager" in row:
             eager, compiled_s = row["ours_eager"]["median_s"], row["ours"]["median_s"]
             lines.append(
@@ -433,7 +450,12 @@ def benchmark_size(args, size: str, tasks: list[str], save: Callable) -> list[di
         for impl in (*IMPLS, "ours_eager") if "ours_eager" in times else IMPLS:
             entry = {"median_s": None, "wall_s": [], "cpu_s": [], "peak_mb": None}
             if impl in times:
-                entry.update(wall_s=times[impl]["wall"], cpu_s=times[impl]["cpu"])
+                entry.update(
+                    wall_s=times[impl]["wall"],
+                    cpu_s=times[impl]["cpu"],
+                    sys_s=times[impl]["sys"],
+                    page_faults=times[impl]["faults"],
+                )
                 entry["median_s"] = statistics.median(times[impl]["wall"])
                 if task in ("backbone_infer", "backbone_infer_compiled"):
                     entry["gflops"] = 2 * gmac / entry["median_s"]
