@@ -12,6 +12,7 @@ import argparse
 import gc
 import itertools
 import json
+import multiprocessing as mp
 import os
 import shutil
 import subprocess
@@ -372,6 +373,28 @@ def test_a_finished_rank_frees_its_ddp_model_before_leaving_the_group(monkeypatc
     finally:
         gc.enable()
     assert alive_at_destroy == [False] and not dist.is_initialized()
+
+
+def test_a_spawned_rank_leaves_the_group_detectron2_joined(monkeypatch):
+    """``--num-gpus``: detectron2's launch joins the group before main and never leaves it; the
+    rank frees its DDP model and destroys the group, after a finished run and after an error."""
+    monkeypatch.setattr(comm, "_LOCAL_PROCESS_GROUP", None)
+    reports = mp.get_context("spawn").SimpleQueue()
+
+    def main(args):  # what detectron2's _distributed_worker does before calling main, then a run
+        url = f"tcp://127.0.0.1:{_find_free_port()}"
+        dist.init_process_group("gloo", init_method=url, rank=0, world_size=1)
+        model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2))
+        cycle = {"model": model}
+        cycle["self"] = cycle
+        if args == "fail":
+            raise ConfigError("bad key")
+
+    launcher._spawned_rank(main, (ConfigError,), reports, "finish")
+    assert not dist.is_initialized()
+    with pytest.raises(SystemExit):
+        launcher._spawned_rank(main, (ConfigError,), reports, "fail")
+    assert not dist.is_initialized() and reports.get()[0] == 2
 
 
 def test_num_gpus_under_torchrun_is_a_user_error(monkeypatch, capsys):

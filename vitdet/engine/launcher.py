@@ -209,6 +209,8 @@ def _spawned_rank(
             reports.put((1, _lost_peer_line(comm.get_rank(), e)))
             sys.exit(1)
         raise  # a bug: torch's spawn hands the traceback to the launching process
+    finally:
+        _leave_process_group()  # detectron2's launch joined it and leaves it to exit
 
 
 def _launched_rank(
@@ -233,15 +235,20 @@ def _launched_rank(
             return 1
         raise
     finally:
-        # The trainer, its hooks and the evaluation closure form reference cycles that keep the
-        # DDP model alive after main returns. Left to the collector, it was freed at some later
-        # point, after the group was destroyed or during interpreter exit, where its reducer
-        # aborted the process now and then ("terminate called without an active exception"
-        # after a finished run; tests/test_distributed.py's torchrun job). Free it first.
-        gc.collect()
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        _leave_process_group()
     return 0
+
+
+def _leave_process_group() -> None:
+    """Free the DDP model, then destroy the process group. The trainer, its hooks and the
+    evaluation closure form reference cycles that keep the DDP model alive after main returns.
+    Left to the collector, it was freed at some later point, after the group was destroyed or
+    during interpreter exit, where its reducer aborted the process now and then ("terminate
+    called without an active exception" after a finished run; tests/test_distributed.py's
+    torchrun job)."""
+    gc.collect()
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def launch_main(
