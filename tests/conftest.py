@@ -26,14 +26,6 @@ def _seed():
 
 
 @pytest.fixture(autouse=True)
-def _glibc_default_malloc(monkeypatch):
-    """Tools run in-process would switch the whole test process's malloc to keeping freed memory
-    (``train.keep_freed_memory``); tests keep glibc's default, test_host_memory.py checks the
-    setting in subprocesses and its wiring with its own stand-in."""
-    monkeypatch.setattr("vitdet.engine.runner.keep_freed_memory", lambda: False)
-
-
-@pytest.fixture(autouse=True)
 def _fresh_loggers():
     """Tools run in-process call detectron2's ``setup_logger``, which caches handlers on the
     stream pytest captured for that test and closes afterwards: drop them after each test."""

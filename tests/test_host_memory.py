@@ -1,20 +1,18 @@
 """vitdet.device.keep_freed_memory: glibc keeps freed memory for reuse, so the large
 temporaries of the next step are not page-faulted in again; train.keep_freed_memory wires it."""
 
-import platform
 import subprocess
 import sys
 
 import pytest
 from omegaconf import OmegaConf
 
+from vitdet import device
 from vitdet.engine import runner
 
 from helpers import REPO
 
-pytestmark = pytest.mark.skipif(
-    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only"
-)
+pytestmark = pytest.mark.skipif(not device._is_glibc(), reason="glibc only")
 
 # A child process runs a "step" of 64 MB temporaries (above glibc's largest mmap threshold, as a
 # ViT-B's activations at 1024 px) ten times and prints the page faults of the last five.
@@ -36,11 +34,16 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 PAGES = 5 * 64 * 2**20 // 4096  # one 64 MB tensor a step, in 4 KB pages
 
 
-def _refills_page_faults(mode: str) -> int:
+def _run_child(script: str, *args: str) -> list[str]:
+    """The words of the last line ``script`` prints, run in a fresh Python process."""
     child = subprocess.run(
-        [sys.executable, "-c", CHILD, mode], capture_output=True, text=True, cwd=REPO, check=True
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=REPO, check=True
     )
-    return int(child.stdout.split()[-1])
+    return child.stdout.splitlines()[-1].split()
+
+
+def _refills_page_faults(mode: str) -> int:
+    return int(_run_child(CHILD, mode)[0])
 
 
 def test_freed_memory_is_reused_without_page_faults():
@@ -69,10 +72,7 @@ print(kept, rss_mb())
 
 
 def test_released_memory_goes_back_to_the_kernel():
-    child = subprocess.run(
-        [sys.executable, "-c", RELEASE], capture_output=True, text=True, cwd=REPO, check=True
-    )
-    kept, released = map(int, child.stdout.split()[-2:])
+    kept, released = map(int, _run_child(RELEASE))
     assert kept - released > 200  # MB: the freed 256 MB tensor's pages
 
 

@@ -234,16 +234,16 @@ def time_alternating(runs: dict[str, Callable], repeats: int, warmup: int, devic
     for i in range(warmup + repeats):
         for impl in order if i % 2 == 0 else order[::-1]:
             sync(device)
-            wall, cpu = time.perf_counter(), time.process_time()
-            usage = resource.getrusage(resource.RUSAGE_SELF)
+            wall, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
             outputs[impl] = runs[impl]()
             sync(device)
             after = resource.getrusage(resource.RUSAGE_SELF)
             if i >= warmup:
+                kernel = after.ru_stime - before.ru_stime
                 times[impl]["wall"].append(time.perf_counter() - wall)
-                times[impl]["cpu"].append(time.process_time() - cpu)
-                times[impl]["sys"].append(after.ru_stime - usage.ru_stime)
-                times[impl]["faults"].append(after.ru_minflt - usage.ru_minflt)
+                times[impl]["cpu"].append(after.ru_utime - before.ru_utime + kernel)
+                times[impl]["sys"].append(kernel)
+                times[impl]["faults"].append(after.ru_minflt - before.ru_minflt)
     return times, outputs
 
 
@@ -414,7 +414,7 @@ def markdown(result: dict) -> str:
         f"Machine: {m['cpu']}, native bf16: {m['cpu_bf16']}, {m['cores']} cores, "
         f"{m['threads']} threads, torch {m['torch']}, "
         f"{m['device']}, {m['date']}, load average at start {m['load_average_start'][0]:.1f}, "
-        f"malloc: {m.get('malloc', 'glibc default')}"
+        f"malloc: {m['malloc']}"
     )
     return "\n".join(lines)
 

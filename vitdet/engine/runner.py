@@ -55,8 +55,8 @@ Evaluation = Callable[[torch.nn.Module, int], dict]
 def resolve_device(cfg: DictConfig) -> None:
     """Fall back from CUDA to the CPU when there is no GPU. On the CPU, share the cores between
     this machine's processes, unless OMP_NUM_THREADS says otherwise (on a busy machine one
-    thread per process can be several times faster than two that wait for each other), and
-    keep freed memory for reuse (``train.keep_freed_memory``)."""
+    thread per process can be several times faster than two that wait for each other), and keep
+    freed memory for reuse where ``train.keep_freed_memory`` asks for it."""
     if torch.device(cfg.train.device).type == "cuda" and not torch.cuda.is_available():
         logger.info(f"train.device={cfg.train.device} but CUDA is not available: using the CPU")
         cfg.train.device = "cpu"
