@@ -107,6 +107,20 @@ def test_error_points_labels():
     assert pred[1, y, x] and not gt[1, y, x]
 
 
+def test_error_points_stay_in_each_masks_image():
+    """Per-mask valid regions (a batch of images of different sizes, padded to one square): a
+    false positive in a mask's padding is never drawn."""
+    gt = torch.zeros(2, 10, 10, dtype=torch.bool)
+    pred = torch.ones(2, 10, 10, dtype=torch.bool)  # all false positive
+    valid = torch.zeros(2, 10, 10, dtype=torch.bool)
+    valid[0, :, :4], valid[1, :6, :] = True, True  # a 10 x 4 and a 6 x 10 image
+    torch.manual_seed(0)
+    for _ in range(50):
+        coords, labels = error_points(pred, gt, valid)
+        assert labels.tolist() == [0, 0]
+        assert coords[0, 0] < 4 and coords[1, 1] < 6
+
+
 def test_noisy_boxes_bounded():
     torch.manual_seed(0)
     boxes = torch.tensor([[10.0, 10.0, 110.0, 60.0]] * 500)
@@ -117,6 +131,9 @@ def test_noisy_boxes_bounded():
     assert (delta[:, 0].abs() == 8.0).float().mean().item() == pytest.approx(0.42, abs=0.06)
     assert out[:, 2].max() <= 100  # clipped to the width
     assert delta[:, 1].std() == pytest.approx(5.0, abs=0.5)  # 10% of a 50 px side
+    per_box = torch.tensor([[100, 100], [40, 30]]).repeat(250, 1)  # (h, w) of each box's image
+    out = noisy_boxes(boxes, noise_ratio=0.1, max_noise=8.0, size=per_box)
+    assert out[1::2, 2].max() <= 30 and out[1::2, 3].max() <= 40 and out[::2, 2].max() > 30
 
 
 def test_centre_points():
@@ -174,6 +191,26 @@ def test_train_forward_seeded_and_trains(one_thread):
         loss.backward()
         opt.step()
     assert loss.item() < 0.8 * first
+
+
+def test_batch_loss_is_the_mean_over_its_images_masks(one_thread):
+    """The masks of all images of a batch go through each decoder pass together, each with its
+    own image's embedding and size: with deterministic prompts (exact boxes, no corrections) a
+    batch of two images of different sizes gives the mean of the two one-image losses."""
+    model = tiny_sam(
+        num_correction_points=0, num_mask_only_iterations=0, box_probability=1.0, box_max_noise=0
+    )
+    model.train()
+    first = batch(0)[0]
+    second = batch(1)[0]
+    second["image"] = second["image"][:, :, :96]  # 128 x 96: padded to 128 x 128 in the batch
+    inst = Instances((128, 96))
+    inst.gt_masks = BitMasks(second["instances"].gt_masks.tensor[:, :, :96])
+    second["instances"] = inst
+    together = model([first, second])
+    alone = [model([first]), model([second])]
+    for k, value in together.items():
+        assert value.item() == pytest.approx((alone[0][k] + alone[1][k]).item() / 2, rel=1e-4)
 
 
 @pytest.mark.parametrize(
