@@ -1,11 +1,13 @@
-"""tools/benchmarks/synthetic.py steps on the toy recipe: both variants timed, in one table."""
+"""tools/benchmarks/synthetic.py steps on the toy recipe and the small SAM: both variants timed,
+in one table."""
 
 import json
 import sys
 
 from vitdet.data.coco import register_coco
+from vitdet.data.synthetic import generate
 
-from helpers import load_tool, tiny_overrides, tiny_synthetic
+from helpers import REPO, load_tool, tiny_overrides, tiny_synthetic
 
 D2_POOLER = "detectron2.modeling.poolers.ROIPooler"
 
@@ -35,3 +37,30 @@ def test_steps_times_the_config_against_overrides(tmp_path, monkeypatch):
     for variant in ("config", "vs"):
         profile = (tmp_path / "out" / f"profile_{variant}.txt").read_text()
         assert "Self CPU" in profile and "aten::" in profile
+
+
+def test_steps_of_the_sam_config(tmp_path, monkeypatch, one_thread):
+    """Another training config: the parts its model has (the SAM encoder, not the detector's)."""
+    (json_file, image_dir), _ = generate(
+        tmp_path / "data", num_train=2, num_val=1, image_size=256
+    ).values()
+    register_coco("sam_steps_train", json_file, image_dir)
+    tool = load_tool("benchmarks/synthetic")
+    argv = ["synthetic.py", "steps", "--output-dir", str(tmp_path / "out"), "--steps", "1"]
+    argv += ["--config-file", str(REPO / "configs" / "SAM" / "sam_vit_tiny_synthetic.py")]
+    argv += [
+        f"train.output_dir={tmp_path / 'run'}",
+        "dataloader.train.dataset.names=sam_steps_train",
+        "dataloader.train.total_batch_size=2",
+        "train.amp.enabled=False",
+        "--vs=model.num_correction_points=0",
+    ]
+    monkeypatch.setattr(sys, "argv", argv)
+    tool.main()
+    table = json.loads((tmp_path / "out" / "steps.json").read_text())
+    for parts in table.values():
+        assert 0 < parts["image_encoder"] < parts["forward"] < parts["step"]
+        assert "backbone" not in parts
+    assert list(table) == ["config", "vs"]
+    text = (tmp_path / "out" / "steps.md").read_text()
+    assert "| image_encoder |" in text and "| roi_heads |" not in text

@@ -81,8 +81,8 @@ dataloader.test.num_workers = 1
 # (one thread, bf16, AMD EPYC with AVX512-BF16): 18.4 CPU min. Measured (docs/SAM.md): box /
 # point mIoU 0.78 / 0.75 on synthetic_val (0.66 / 0.61 after 1400 it, 0.71 / 0.70 after 2800).
 # That was before a batch's masks went through each decoder pass together; on an Intel Xeon
-# with AMX a step costs more (0.29-0.32 CPU s batched, 0.42-0.46 per image, one thread, idle):
-# the CPU minutes of this schedule depend on the CPU (docs/SAM.md).
+# with AMX a step costs more (0.21-0.29 CPU s batched, 0.34-0.42 per image, one thread, idle;
+# tools/benchmarks/synthetic.py steps): the CPU minutes of this schedule depend on the CPU.
 train.max_iter = 5600
 train.eval_period = 1400
 train.checkpointer.period = 1400
