@@ -421,23 +421,21 @@ class TrainableSam(Sam):
             owners.append(torch.full((len(gt),), i, device=self.device))
             sizes.append(torch.tensor([[h, w]] * len(gt), device=self.device).reshape(-1, 2))
         gt, owner, size = torch.cat(gts), torch.cat(owners), torch.cat(sizes)  # gt: N S' S'
+        totals = {"loss_mask_focal": [], "loss_mask_dice": [], "loss_iou": []}
         if len(gt) == 0:  # no mask in the batch: zero losses that keep the graph
             zero = sum(p.sum() * 0 for p in self.parameters() if p.requires_grad)
-            return {name: zero for name in ("loss_mask_focal", "loss_mask_dice", "loss_iou")}
+            return {name: zero for name in totals}
         # each mask's image without the padding: (N, S', S')
         pixels = torch.arange(self.img_size, device=self.device)
-        rows_in = pixels[None, :, None] < size[:, 0, None, None]
-        valid = rows_in & (pixels[None, None, :] < size[:, 1, None, None])
-        target = F.interpolate(
-            gt[:, None].float(), self.prompt_encoder.mask_input_size, mode="area"
-        )
-        target = target[:, 0]
+        inside_height = pixels[None, :, None] < size[:, 0, None, None]
+        valid = inside_height & (pixels[None, None, :] < size[:, 1, None, None])
+        low = self.prompt_encoder.mask_input_size
+        target = F.interpolate(gt[:, None].float(), low, mode="area")[:, 0]
         target_bool = target > 0.5
         embedding = embeddings[owner]  # (N, C, S, S)
         rows = torch.arange(len(gt), device=gt.device)
         use_box = torch.rand(len(gt), device=gt.device) < self.box_probability
         coords, labels = self._first_prompt(gt, use_box, size, noisy=True)
-        totals = {"loss_mask_focal": [], "loss_mask_dice": [], "loss_iou": []}
         mask_input = None
         for step, adds_point in enumerate([True] + self._schedule()):
             if step > 0 and adds_point:
