@@ -14,11 +14,15 @@ import itertools
 import json
 import multiprocessing as mp
 import os
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import uuid
 import weakref
+from pathlib import Path
 
 import pycocotools.mask as mask_util
 import pytest
@@ -49,13 +53,16 @@ TIMEOUT = 180  # seconds: a hung job fails the test instead of blocking the suit
 # iteration's sample positions) and draw the same random numbers (the trainer seeds each
 # micro-batch from (seed, iteration, micro-batch index), not from the rank), so the one
 # difference left is the order of float32 additions: DDP all-reduces the two micro-batches'
-# gradients where one process accumulates them in .grad. That is a relative error of ~1e-7 per
-# step; AdamW turns a relative gradient error e into an update error of ~e * lr (lr <= 1e-3
-# here), so after 4 steps the weights agree to ~1e-9. 1e-6 leaves a wide margin and is still
-# far below what one step moves a weight (asserted: > 100x the tolerance), so a different batch,
-# RoI sample or drop-path draw on either side would fail. (On this machine the weights come out
-# bit-identical.) Logged losses: float64 means of float32 values, compared to 1e-6 relative.
-WEIGHT_ATOL = 1e-6
+# gradients where one process accumulates them in .grad, an absolute error of ~1e-7 of the
+# summed terms. Where a gradient element is a small sum of larger cancelling terms, that error
+# is large relative to the element, and AdamW divides the element by its own running size: the
+# update error is then a sizeable part of lr, not ~1e-7 of it. Measured: one element of the RPN
+# head's conv 2.4e-6 apart after 4 steps (every other weight within 2e-7), once drop path was
+# off in the config. The tolerance is 1e-5, and a weight moves by ~lr per step whatever its
+# gradient's size (Adam), so a different batch or RoI sample on either side
+# changes weights by far more: asserted, the last two steps move a weight > 20x the tolerance.
+# Logged losses: float64 means of float32 values, compared to 1e-6 relative.
+WEIGHT_ATOL = 1e-5
 LOSS_RTOL = 1e-6
 
 train_net = load_tool("train_net")
@@ -144,7 +151,7 @@ def test_two_processes_train_as_one_process_with_two_micro_batches(two_processes
     reference = load_pth(one_process / "model_final.pth")["model"]
     halfway = load_pth(two_processes / "model_0000001.pth")["model"]
     moved = max((final[k] - halfway[k]).abs().max().item() for k in final)
-    assert moved > 100 * WEIGHT_ATOL  # the tolerance tells trained weights apart
+    assert moved > 20 * WEIGHT_ATOL  # the tolerance tells trained weights apart
     for key, value in reference.items():
         torch.testing.assert_close(final[key], value, rtol=0, atol=WEIGHT_ATOL, msg=key)
 
@@ -258,6 +265,63 @@ def test_bad_image_in_one_rank_stops_the_job_with_one_line(data, tmp_path):
     assert "Traceback" not in job.stderr
     assert broken.name in (tmp_path / "out" / "log.txt.rank1").read_text()
     assert not list((tmp_path / "out").glob("*.pth"))
+
+
+def _children(pid: int) -> set[int]:
+    """The pids whose parent is ``pid`` (Linux /proc)."""
+    children = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children.update(int(c) for c in (task / "children").read_text().split())
+    return children
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for its parent."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl: Linux only")
+def test_killing_the_launcher_ends_its_workers(data, tmp_path):
+    """``kill -9`` of a --num-gpus launcher started in the background from a shell (its parent
+    gone, as under ``nohup ... &``), once both workers train: they end within seconds. Before
+    PR_SET_PDEATHSIG they went on training as orphans."""
+    output_dir = tmp_path / "out"
+    argv = arguments(data, output_dir, flags=TWO_PROCESSES, overrides=["train.max_iter=100000"])
+    command = shlex.join([sys.executable, TRAIN_NET, *argv])
+    started = subprocess.run(
+        ["bash", "-c", f"{command} > {tmp_path / 'job.log'} 2>&1 & echo $!"],
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+    )
+    job = int(started.stdout)
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        log = output_dir / "log.txt"
+        while not (log.is_file() and "Starting training" in log.read_text()):
+            assert _alive(job) and time.monotonic() < deadline, "the job did not start"
+            time.sleep(0.5)
+        # the spawned ranks, not multiprocessing's resource tracker
+        workers = {
+            pid
+            for pid in _children(job)
+            if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()
+        }
+        assert len(workers) == 2, workers
+        os.kill(job, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while any(map(_alive, workers)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(map(_alive, workers))
+    finally:
+        for pid in (job, *workers):
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("world_size, grad_accum_steps", [(2, 1), (2, 2), (3, 1)])
@@ -379,6 +443,7 @@ def test_a_spawned_rank_leaves_the_group_detectron2_joined(monkeypatch):
     """``--num-gpus``: detectron2's launch joins the group before main and never leaves it; the
     rank frees its DDP model and destroys the group, after a finished run and after an error."""
     monkeypatch.setattr(comm, "_LOCAL_PROCESS_GROUP", None)
+    monkeypatch.setattr(launcher, "_end_with_launcher", lambda pid: None)  # this is pytest
     reports = mp.get_context("spawn").SimpleQueue()
 
     def main(args):  # what detectron2's _distributed_worker does before calling main, then a run
@@ -390,10 +455,10 @@ def test_a_spawned_rank_leaves_the_group_detectron2_joined(monkeypatch):
         if args == "fail":
             raise ConfigError("bad key")
 
-    launcher._spawned_rank(main, (ConfigError,), reports, "finish")
+    launcher._spawned_rank(main, (ConfigError,), reports, 0, "finish")
     assert not dist.is_initialized()
     with pytest.raises(SystemExit):
-        launcher._spawned_rank(main, (ConfigError,), reports, "fail")
+        launcher._spawned_rank(main, (ConfigError,), reports, 0, "fail")
     assert not dist.is_initialized() and reports.get()[0] == 2
 
 

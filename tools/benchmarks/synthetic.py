@@ -122,13 +122,13 @@ def run_steps(args) -> None:
         if args.vs
         else {"config": [], "released_heads": RELEASED_HEADS}
     )
-    timers = {}
+    timers, cfgs = {}, {}
     for variant, extra in variants.items():
         output_dir = os.path.join(args.output_dir, variant)
         overrides = [*args.opts, *extra, "dataloader.train.num_workers=0"]
         overrides.append(f"train.output_dir={output_dir}")
-        cfg = setup_run(args.config_file, overrides, args=args)
-        timers[variant] = step_timer(cfg)
+        cfgs[variant] = setup_run(args.config_file, overrides, args=args)
+        timers[variant] = step_timer(cfgs[variant])
     history = {variant: defaultdict(list) for variant in variants}
     for step in range(args.steps + 1):  # step 0 warms up and is not counted
         for variant, timer in timers.items():
@@ -156,6 +156,7 @@ def run_steps(args) -> None:
         if any(part not in t for t in table.values()):
             continue
         rows.append(f"| {part} | " + " | ".join(f"{t[part]:.2f} s" for t in table.values()) + " |")
+    cfg = cfgs["config"]  # the header describes the config; --vs names what the other changes
     batch = cfg.dataloader.train.total_batch_size
     threads = torch.get_num_threads()
     precision = cfg.train.amp.dtype if cfg.train.amp.enabled else "float32"

@@ -29,10 +29,12 @@ traceback, and torchrun stops them too.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import functools
 import gc
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -190,14 +192,31 @@ def _where() -> str:
     return f" (rank {rank} of {world_size}{log})"
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _end_with_launcher(launcher_pid: int) -> None:
+    """Linux: this process gets SIGTERM when the launching process dies. A terminal's Ctrl-C
+    reaches every process of the group, but ``kill <launcher>`` (or a scheduler signalling the
+    pid it started) reaches the launcher alone, and its workers went on training as orphans
+    on the cores the next run gets. Elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != launcher_pid:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _spawned_rank(
     main: Callable[[argparse.Namespace], None],
     user_errors: tuple[type[Exception], ...],
     reports: mp.SimpleQueue,
+    launcher_pid: int,
     args: argparse.Namespace,
 ) -> None:
     """A ``--num-gpus`` worker: a clear error, or the loss of a process on another machine,
-    goes to the launching process as ``(exit status, line)``."""
+    goes to the launching process as ``(exit status, line)``; it ends if the launcher dies."""
+    _end_with_launcher(launcher_pid)
     try:
         main(args)
     except Exception as e:
@@ -285,7 +304,7 @@ def launch_main(
     reports = mp.get_context("spawn").SimpleQueue()
     try:
         launch(
-            functools.partial(_spawned_rank, main, user_errors, reports),
+            functools.partial(_spawned_rank, main, user_errors, reports, os.getpid()),
             args.num_gpus,
             num_machines=args.num_machines,
             machine_rank=args.machine_rank,
