@@ -173,3 +173,17 @@ def test_diagnosis_columns_match_the_evaluation_prompts(one_thread):
     assert rows["area"].tolist() == [12000, 4800, 12000, 4800]
     assert len(diagnosis.diagnose(model, [records], limit=1)["box"]) == 2
     assert "| d | all | 4 |" in diagnosis.table({"d": rows})
+    assert ((rows["box_spill"] >= 0) & (rows["box_spill"] <= 1)).all()
+    assert "of the box masks spill" in diagnosis.spill_summary({"d": rows})
+
+
+def test_spill_counts_pixels_on_other_objects_only():
+    spill = load_tool("benchmarks/sam_diagnose").spill
+    gt = torch.zeros(2, 4, 4, dtype=torch.bool)
+    gt[0, :2] = True  # rows 0-1
+    gt[1, 1:3] = True  # rows 1-2: row 1 is on both (an overlap counts as its own)
+    pred = torch.zeros(2, 4, 4, dtype=torch.bool)
+    pred[0, :3] = True  # own 8 px, 4 px of row 2 on object 1 only
+    pred[1, 3] = True  # 4 px on no object: background, not spill
+    assert spill(pred, gt) == pytest.approx([4 / 12, 0.0])
+    assert spill(torch.zeros_like(pred), gt) == [0.0, 0.0]

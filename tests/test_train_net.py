@@ -287,11 +287,17 @@ class _MeanSquares(torch.nn.Module):
         return {"loss": torch.stack([((x * self.weight).sum() - 1) ** 2 for x in batch]).mean()}
 
 
-def _one_step(batches: list, accum: int, amp_dtype=None) -> Trainer:
+def _one_step(batches: list, accum: int, amp_dtype=None, clip: float = 0.0) -> Trainer:
     model = _MeanSquares()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     trainer = Trainer(
-        model, batches, optimizer, seed=0, amp_dtype=amp_dtype, grad_accum_steps=accum
+        model,
+        batches,
+        optimizer,
+        seed=0,
+        amp_dtype=amp_dtype,
+        grad_accum_steps=accum,
+        clip_grad_norm=clip,
     )
     with EventStorage() as trainer.storage:
         trainer.run_step()
@@ -303,6 +309,23 @@ def test_gradient_accumulation_equals_the_full_batch():
     full = _one_step([images], accum=1)
     accumulated = _one_step([images[:1], images[1:]], accum=2)
     torch.testing.assert_close(accumulated.model.weight, full.model.weight)
+
+
+@pytest.mark.parametrize("amp_dtype", [None, torch.float16])
+def test_gradient_clipping_scales_the_true_gradient_to_the_norm(amp_dtype):
+    # loss (x . w - 1)^2 at w = (1, -2), x = (1, 2): gradient 2 * (-4) * x = (-8, -16)
+    gradient = torch.tensor([-8.0, -16.0])
+    norm = float(gradient.norm())  # 17.89
+    start = torch.tensor([1.0, -2.0])
+    images = [[torch.tensor([1.0, 2.0])]]
+    free = _one_step(images, accum=1, amp_dtype=amp_dtype, clip=100.0)  # above the norm
+    torch.testing.assert_close(free.model.weight.detach(), start - 0.1 * gradient)
+    clipped = _one_step(images, accum=1, amp_dtype=amp_dtype, clip=0.5)
+    expected = start - 0.1 * gradient * 0.5 / norm
+    torch.testing.assert_close(clipped.model.weight.detach(), expected, rtol=1e-3, atol=1e-5)
+    for trainer in (free, clipped):  # the norm before clipping, fp16's loss scale removed
+        assert trainer.storage.history("grad_norm").latest() == pytest.approx(norm, rel=1e-3)
+    assert "grad_norm" not in _one_step(images, accum=1).storage.histories()
 
 
 def test_mixed_precision_dtypes():

@@ -10,6 +10,8 @@ train = dict(
     # Optimizer step every `grad_accum_steps` iterations of total_batch_size / grad_accum_steps
     # images each: batch 64 on fewer GPUs.
     grad_accum_steps=1,
+    # > 0: gradients scaled down to this total L2 norm when above it (logged as grad_norm).
+    clip_grad_norm=0.0,
     ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),
     # The last 3 periodic checkpoints are kept, plus model_final.pth: with optimizer state a
     # ViT-H checkpoint is ~8 GB.

@@ -16,7 +16,10 @@ each of the decoder's four outputs, then per prompt:
 - ``best``: the best multimask output by actual IoU: what a perfect IoU head would choose.
 
 ``box`` / ``point`` ("as evaluated") equal the evaluator's ``sam/box_mIoU`` and
-``sam/point_mIoU``. The table also splits them by object area (pixels of the resized image).
+``sam/point_mIoU``. ``box_spill``: the share of the evaluated box mask's pixels that lie on other
+ground-truth objects of the image (a mask that takes in part of an occluder or a neighbour);
+below the table, the masks with a spill over ``SPILL`` and their share of the box's error
+(1 - IoU). The table also splits the columns by object area (pixels of the resized image).
 Trailing ``key=value`` arguments override the config, as in tools/train_net.py.
 """
 
@@ -37,7 +40,11 @@ from vitdet.modeling.sam.training import TrainableSam, gt_masks_of, mask_iou
 
 CONFIG = "configs/SAM/sam_vit_tiny_synthetic.py"
 AREA_BINS = (0, 400, 1600, 6400, float("inf"))  # px of the resized image
-COLUMNS = ("box", "box_single", "box_chosen", "box_best", "point", "point_single", "point_best")
+COLUMNS = (
+    "box", "box_single", "box_chosen", "box_best", "point", "point_single", "point_best",
+    "box_spill",
+)  # fmt: skip
+SPILL = 0.2  # box_spill above which a mask counts as spilling onto other objects
 
 
 @torch.no_grad()
@@ -57,14 +64,39 @@ def diagnose(model: TrainableSam, batches: Iterable[list[dict]], *, limit: int |
             masks = model.upsample_logits(logits.flatten(0, 1), size) > model.mask_threshold
             # (n 4) h w -> n 4: the IoU of every output
             ious = mask_iou(masks, gt.repeat_interleave(4, dim=0)).reshape(len(gt), 4)
-            rows[name] += ious[index, model.evaluated_output(iou_pred, use_box=use_box)].tolist()
+            evaluated = model.evaluated_output(iou_pred, use_box=use_box)
+            rows[name] += ious[index, evaluated].tolist()
             rows[f"{name}_single"] += ious[:, 0].tolist()
             rows[f"{name}_best"] += ious[:, 1:].max(1).values.tolist()
             if use_box:  # the multimask output by predicted IoU, as a point is answered
                 chosen = model.evaluated_output(iou_pred, use_box=False)
                 rows["box_chosen"] += ious[index, chosen].tolist()
+                rows["box_spill"] += spill(masks.reshape(len(gt), 4, *size)[index, evaluated], gt)
         rows["area"] += gt.flatten(1).sum(1).float().tolist()
     return {name: np.array(values) for name, values in rows.items()}
+
+
+def spill(pred: torch.Tensor, gt: torch.Tensor) -> list[float]:
+    """Per mask, the share of the predicted mask's pixels (N, h, w) on the other ground-truth
+    masks of ``gt`` (N, h, w) and not on its own (0 for an empty prediction)."""
+    covered = gt.flatten(1).int().sum(0)  # pixels -> how many objects cover them
+    on_others = (covered[None] - gt.flatten(1).int()) > 0
+    pred = pred.flatten(1)
+    outside = (pred & on_others & ~gt.flatten(1)).sum(1).float()
+    return (outside / pred.sum(1).clamp(min=1)).tolist()
+
+
+def spill_summary(results: dict[str, dict]) -> str:
+    """One line per dataset: the masks spilling over ``SPILL`` and their share of box error."""
+    lines = []
+    for dataset, rows in results.items():
+        spilling, error = rows["box_spill"] > SPILL, 1 - rows["box"]
+        share = error[spilling].sum() / max(error.sum(), 1e-9)
+        lines.append(
+            f"{dataset}: {spilling.mean():.1%} of the box masks spill more than {SPILL:.0%} of "
+            f"their pixels onto other objects; they hold {share:.1%} of the box error"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def table(results: dict[str, dict]) -> str:
@@ -110,6 +142,7 @@ def main() -> None:
         results[name] = diagnose(model, loader, limit=args.limit or None)
     print(f"{args.weights}; CPU: {cpu_model()}")
     print(table(results))
+    print(spill_summary(results))
 
 
 if __name__ == "__main__":

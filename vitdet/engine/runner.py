@@ -165,6 +165,7 @@ def build_trainer(
         device_type=torch.device(cfg.train.device).type,
         amp_dtype=amp_dtype,
         grad_accum_steps=cfg.train.grad_accum_steps,
+        clip_grad_norm=cfg.train.clip_grad_norm,
     )
     checkpointer = RunCheckpointer(
         model,

@@ -23,6 +23,9 @@ class Trainer(SimpleTrainer):
       ``torch.float16`` (autocast and a ``GradScaler``, whose state is checkpointed).
     - Each micro-batch loss is divided by ``grad_accum_steps``, so the update is the one of the
       mean loss over all images; DDP synchronises gradients on the last micro-batch only.
+    - ``clip_grad_norm`` > 0: the gradients (after that synchronisation, unscaled) are scaled
+      down to that total L2 norm when above it, and the norm before clipping is logged as
+      ``grad_norm``.
     - Before each micro-batch python, numpy and torch are reseeded from (seed, iteration, g),
       g = rank * grad_accum_steps + micro the micro-batch's index among the iteration's
       ``world_size * grad_accum_steps``. The loader gives micro-batch g the images at stream
@@ -42,6 +45,7 @@ class Trainer(SimpleTrainer):
         device_type: str = "cpu",
         amp_dtype: torch.dtype | None = None,
         grad_accum_steps: int = 1,
+        clip_grad_norm: float = 0.0,
     ) -> None:
         super().__init__(model, data_loader, optimizer)
         if grad_accum_steps < 1:
@@ -50,6 +54,7 @@ class Trainer(SimpleTrainer):
         self.device_type = device_type
         self.amp_dtype = amp_dtype
         self.grad_accum_steps = grad_accum_steps
+        self.clip_grad_norm = clip_grad_norm
         use_scaler = amp_dtype == torch.float16
         self.grad_scaler = torch.amp.GradScaler(device_type) if use_scaler else None
 
@@ -83,11 +88,20 @@ class Trainer(SimpleTrainer):
 
         self.after_backward()
         self._write_metrics(mean_losses, data_time)
+        if self.clip_grad_norm > 0:
+            self._clip_gradients()
         if self.grad_scaler is not None:
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
         else:
             self.optimizer.step()
+
+    def _clip_gradients(self) -> None:
+        if self.grad_scaler is not None:
+            self.grad_scaler.unscale_(self.optimizer)  # clip the true gradients
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
+        self.storage.put_scalar("grad_norm", float(norm))
 
     def state_dict(self) -> dict:
         state = super().state_dict()
