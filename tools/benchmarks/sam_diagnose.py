@@ -100,7 +100,8 @@ def spill_summary(results: dict[str, dict]) -> str:
 
 
 def table(results: dict[str, dict]) -> str:
-    """Markdown: one row per dataset and area bin (and "all"), the mean IoU of each column."""
+    """Markdown: one row per dataset and area bin (and "all"), the mean of each column (an IoU,
+    or for ``box_spill`` a share of pixels)."""
     lines = [
         "| dataset | area (px) | masks | " + " | ".join(COLUMNS) + " |",
         "|---" * (3 + len(COLUMNS)) + "|",
