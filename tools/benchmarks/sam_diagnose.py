@@ -79,10 +79,9 @@ def diagnose(model: TrainableSam, batches: Iterable[list[dict]], *, limit: int |
 def spill(pred: torch.Tensor, gt: torch.Tensor) -> list[float]:
     """Per mask, the share of the predicted mask's pixels (N, h, w) on the other ground-truth
     masks of ``gt`` (N, h, w) and not on its own (0 for an empty prediction)."""
-    covered = gt.flatten(1).int().sum(0)  # pixels -> how many objects cover them
-    on_others = (covered[None] - gt.flatten(1).int()) > 0
-    pred = pred.flatten(1)
-    outside = (pred & on_others & ~gt.flatten(1)).sum(1).float()
+    gt, pred = gt.flatten(1), pred.flatten(1)
+    on_others = (gt.int().sum(0) - gt.int()) > 0  # another object covers the pixel
+    outside = (pred & on_others & ~gt).sum(1).float()
     return (outside / pred.sum(1).clamp(min=1)).tolist()
 
 

@@ -99,8 +99,8 @@ class Trainer(SimpleTrainer):
     def _clip_gradients(self) -> None:
         if self.grad_scaler is not None:
             self.grad_scaler.unscale_(self.optimizer)  # clip the true gradients
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        norm = torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
+        # parameters without a gradient (frozen, or unused this step) are skipped by torch
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
         self.storage.put_scalar("grad_norm", float(norm))
 
     def state_dict(self) -> dict:
