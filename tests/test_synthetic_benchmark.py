@@ -4,12 +4,18 @@ in one table."""
 import json
 import sys
 
+import pytest
+import torch
+from detectron2.config import instantiate
+
+from vitdet.config import load_config
 from vitdet.data.coco import register_coco
 from vitdet.data.synthetic import generate
 
 from helpers import REPO, load_tool, tiny_overrides, tiny_synthetic
 
 D2_POOLER = "detectron2.modeling.poolers.ROIPooler"
+CONFIG = "configs/Synthetic/mask_rcnn_vitdet_tiny.py"
 
 
 def test_steps_times_the_config_against_overrides(tmp_path, monkeypatch):
@@ -37,6 +43,32 @@ def test_steps_times_the_config_against_overrides(tmp_path, monkeypatch):
     for variant in ("config", "vs"):
         profile = (tmp_path / "out" / f"profile_{variant}.txt").read_text()
         assert "Self CPU" in profile and "aten::" in profile
+
+
+def test_steps_start_from_train_init_checkpoint(tmp_path, monkeypatch):
+    """Weights of the same model are loaded (the table names them); another model's are
+    refused by the strict loader, so they are not silently ignored."""
+    data = tiny_synthetic(tmp_path / "data")
+    register_coco("steps_w_train", *data["train"])
+    register_coco("steps_w_val", *data["val"])
+    overrides = tiny_overrides(tmp_path / "run", "steps_w_train", "steps_w_val")
+    model = instantiate(load_config(REPO / CONFIG, overrides).model)
+    torch.save({"model": model.state_dict()}, tmp_path / "same.pth")
+    del model.roi_heads.mask_head.predictor  # a model without the mask predictor
+    torch.save({"model": model.state_dict()}, tmp_path / "other.pth")
+    tool = load_tool("benchmarks/synthetic")
+    argv = ["synthetic.py", "steps", "--output-dir", str(tmp_path / "out"), "--steps", "1"]
+    argv += [*overrides, "--vs=model.roi_heads.mask_rois_per_image=null"]
+
+    monkeypatch.setattr(sys, "argv", [*argv, f"train.init_checkpoint={tmp_path / 'same.pth'}"])
+    tool.main()
+    text = (tmp_path / "out" / "steps.md").read_text()
+    assert f"weights: {tmp_path / 'same.pth'}" in text
+    assert "vs: model.roi_heads.mask_rois_per_image=null" in text
+
+    monkeypatch.setattr(sys, "argv", [*argv, f"train.init_checkpoint={tmp_path / 'other.pth'}"])
+    with pytest.raises(Exception, match="mask_head.predictor"):
+        tool.main()
 
 
 def test_steps_of_the_sam_config(tmp_path, monkeypatch, one_thread):

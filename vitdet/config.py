@@ -83,11 +83,12 @@ _COMPATIBLE = {bool: (bool,), int: (int,), float: (int, float), list: (list,), t
 
 def _check_value_type(cfg: DictConfig, key: str, value: object) -> None:
     """Raise ConfigError when an override gives a number / flag / list key a value of another
-    kind (``train.max_iter=abc``); strings, None and interpolations are not checked."""
+    kind (``train.max_iter=abc``); strings, interpolations and None (``key=null``, how an
+    optional setting is turned off) are not checked."""
     old = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
     if isinstance(old, ListConfig):
         old = list(old)
-    if old is None or isinstance(value, str) and value.startswith("${"):
+    if old is None or value is None or isinstance(value, str) and value.startswith("${"):
         return
     allowed = _COMPATIBLE.get(type(old))
     if allowed is None:

@@ -6,6 +6,7 @@ from detectron2.solver import WarmupParamScheduler
 from fvcore.common.param_scheduler import CosineParamScheduler
 
 from vitdet.data.synthetic import CLASSES
+from vitdet.modeling.roi_heads import MaskSampledROIHeads
 
 from ..common.data.coco_lsj import dataloader
 from ..common.models.mask_rcnn_vitdet import model
@@ -34,30 +35,39 @@ model.backbone.out_channels = pyramid_channels
 # 1024 px ones, so each level keeps its anchor/stride ratio of 8.
 model.proposal_generator.anchor_generator.sizes = [[16], [32], [64], [128], [256]]
 model.proposal_generator.head.in_channels = pyramid_channels
-# Proposals: 1/16 of the pixels of a 1024 px image and at most 6 objects per image.
-model.proposal_generator.pre_nms_topk = (1000, 1000)
+# One 3x3 conv in the RPN head (detectron2's FPN default; the ViTDet recipe has two): the RPN's
+# losses are the smallest of the step's here, and each conv at p2 (64 x 64) costs as much as
+# the pyramid's own. Proposals: 1/16 of the pixels of a 1024 px image and at most 6 objects per
+# image; 500 per level kept before the training NMS.
+model.proposal_generator.head.conv_dims = [-1]
+model.proposal_generator.pre_nms_topk = (500, 1000)
 model.proposal_generator.post_nms_topk = (500, 500)
 
 # RoI heads sized for the CPU: 2fc box head (no convs), 128 RoIs per image, 2-conv mask head,
 # all at pyramid_channels. Where a training step goes (tools/benchmarks/synthetic.py steps: CPU
-# seconds of one thread, bf16, 8 images, median of 3 steps), this config vs the same backbone
-# with the released heads (256-channel pyramid, 4conv1fc box head, 512 RoIs/image, 4-conv mask
-# head):
-#                    this config   released heads
-#   ViT                  0.10          0.09
-#   pyramid              0.04          0.19
-#   RPN                  0.10          0.34
-#   RoI heads            0.09          8.58   (box head 7.50, mask head 0.67)
-#   forward              0.34          9.27
-#   backward             0.53         18.47
-#   step                 0.88         27.8    (fp32: 1.40 vs 44.1)
+# seconds of one thread, 8 images, median of 3 steps, initial weights; Intel Xeon with AMX,
+# 2026-12-07), this config vs the same backbone with the released heads (256-channel pyramid,
+# 2-conv RPN head, 4conv1fc box head, 512 RoIs/image, 4-conv mask head on every foreground RoI):
+#                    bf16: this config   released heads    fp32: this config   released heads
+#   backbone (ViT + pyramid)  0.09            0.15                  0.16             0.42
+#   RPN                       0.06            0.14                  0.07             0.62
+#   RoI heads                 0.06            5.31                  0.08             8.49
+#   forward                   0.22            5.61                  0.32             9.53
+#   step                      0.54           14.81                  0.90            28.06
 # The released box head alone is 4 * (49 * 256 * 256 * 9) + 12544 * 1024 = 128 MMAC per RoI,
 # x 512 RoIs x 8 images = 526 GMAC forward; here 3136 * 256 + 256 * 256 = 0.87 MMAC per RoI,
 # x 128 x 8 = 0.9 GMAC. The 64-channel pyramid makes each 3x3 conv 16x cheaper than at 256
-# (128 channels: 2.5 s per fp32 step instead of 1.4).
+# (128 channels: 2.5 s per fp32 step instead of 1.4, AMD EPYC).
 roi_heads = model.roi_heads
 roi_heads.num_classes = len(CLASSES)
 roi_heads.batch_size_per_image = 128
+# The mask head trains on 8 of each image's foreground RoIs (vitdet/modeling/roi_heads.py), not
+# on all of them: once the RPN has learnt, an image has 32 (128 x 0.25), near-copies around its
+# at most 6 objects, and at trained weights all 32 made a step 1.39x as long (the steps
+# benchmark with train.init_checkpoint=<this config's model_final.pth> --vs
+# model.roi_heads.mask_rois_per_image=null: fp32 0.97 vs 1.35 CPU s, bf16 0.60 vs 0.83).
+roi_heads._target_ = MaskSampledROIHeads
+roi_heads.mask_rois_per_image = 8
 # RoI -> level assignment scaled like the anchors (224 / 4): at 224 nearly every RoI of a 256 px
 # image lands on p2, where RoIAlign's backward is slow; an fp32 step took 1.5 s instead of 1.25.
 roi_heads.box_pooler.canonical_box_size = 56
@@ -93,7 +103,10 @@ dataloader.test.num_workers = 1
 # (issue 14's time to accuracy: box >= 50 and mask >= 45 within 12 minutes). 1500 it gave 52.8 /
 # 51.0 in 14.5 min (its AP at 1000 it: 49.2 / 47.5; 1250: 52.5 / 51.2); 1000 it alone 49.3 / 46.3.
 # `make demo` trains it as 2 processes x 1 thread (Makefile): on an Intel Xeon with AMX, 11.0
-# min (0.59 s per step) to 50.9 / 48.8 with the two settings above (README, Results).
+# min (0.59 s per step) to 50.9 / 48.8 with the two settings above (README, Results). With the
+# one-conv RPN head, 500 proposals per level and 8 mask RoIs per image (above), 7.6 min (0.39 s
+# per step) to 50.6 / 47.1; in fp32 with oneDNN held to AVX-512 without bf16 (a stand-in for a
+# CPU without native bf16): 9.9 and 10.4 min to 50.7 / 47.2 and 51.8 / 47.0 (seeds 0 and 1).
 train.max_iter = 1100
 train.eval_period = 550
 train.checkpointer.period = 550

@@ -8,6 +8,10 @@
         train.amp.enabled=False --vs model.roi_heads.box_pooler._target_=<class path> --vs ...
     # ... and the top 25 ops of one step of each (torch profiler)
     python tools/benchmarks/synthetic.py steps --output-dir output/steps_profile --profile 25
+    # ... at trained weights (a late step: more foreground RoIs than at initialisation)
+    python tools/benchmarks/synthetic.py steps --output-dir output/steps_trained \
+        train.init_checkpoint=output/synthetic/model_final.pth \
+        --vs model.roi_heads.mask_rois_per_image=null
     # ... or another training config: the small SAM, one thread, as its CPU minutes are counted
     OMP_NUM_THREADS=1 python tools/benchmarks/synthetic.py steps --output-dir output/sam_steps \
         --config-file configs/SAM/sam_vit_tiny_synthetic.py --steps 20 --vs train.seed=1
@@ -34,16 +38,18 @@ from detectron2.config import instantiate
 from detectron2.utils.events import EventStorage
 from matplotlib.figure import Figure
 
+from vitdet.checkpoint import load_checkpoint
 from vitdet.device import cpu_model
 from vitdet.engine import build_trainer, evaluation_rows, setup_run, train
 
 CONFIG = "configs/Synthetic/mask_rcnn_vitdet_tiny.py"
 
-# The released ViTDet heads on top of the same backbone: 256-channel pyramid, 4conv1fc box
-# head, 512 sampled RoIs per image, 4-conv mask head.
+# The released ViTDet heads on top of the same backbone: 256-channel pyramid, 2-conv RPN head,
+# 4conv1fc box head, 512 sampled RoIs per image, 4-conv mask head trained on every foreground RoI.
 RELEASED_HEADS = [
     "model.backbone.out_channels=256",
     "model.proposal_generator.head.in_channels=256",
+    "model.proposal_generator.head.conv_dims=[-1,-1]",
     "model.roi_heads.batch_size_per_image=512",
     "model.roi_heads.box_head.input_shape.channels=256",
     "model.roi_heads.box_head.conv_dims=[256,256,256,256]",
@@ -51,6 +57,7 @@ RELEASED_HEADS = [
     "model.roi_heads.box_predictor.input_shape.channels=1024",
     "model.roi_heads.mask_head.input_shape.channels=256",
     "model.roi_heads.mask_head.conv_dims=[256,256,256,256,256]",
+    "model.roi_heads.mask_rois_per_image=null",
 ]
 
 # Timed modules (forward) of a GeneralizedRCNN ("backbone" includes "backbone.net") and of a
@@ -71,12 +78,15 @@ def step_timer(cfg) -> Callable[[int], dict[str, float]]:
     """A function running training step ``i`` of ``cfg``'s trainer and returning the CPU seconds
     of each part: forward of the TIMED_MODULES and of the whole model, the optimizer step, and
     the rest of the ``Trainer``'s step (backward, mostly). The same real batch of the training
-    loader is used for every step.
+    loader is used for every step. The model starts from ``train.init_checkpoint`` when it is
+    set, as in tools/train_net.py.
 
     CPU time of this process: with OMP_NUM_THREADS=1 this is the step's time on an idle core
     however busy the (shared) machine is; wall-clock time is not.
     """
     trainer, _ = build_trainer(cfg)
+    if cfg.train.init_checkpoint:
+        load_checkpoint(trainer.model, cfg.train.init_checkpoint)
     batch = next(iter(instantiate(cfg.dataloader.train)))
     trainer.data_loader = itertools.repeat(batch)  # one micro-batch per step
     model = trainer.model
@@ -163,6 +173,8 @@ def run_steps(args) -> None:
     text = f"CPU seconds per training step, batch {batch}, {precision}, {threads} thread(s)"
     if args.vs:
         text += f"; vs: {' '.join(args.vs)}"
+    if cfg.train.init_checkpoint:
+        text += f"; weights: {cfg.train.init_checkpoint}"
     text += f"; {cpu_model()}\n\n" + "\n".join(rows) + "\n"
     with open(os.path.join(args.output_dir, "steps.md"), "w") as f:
         f.write(text)
