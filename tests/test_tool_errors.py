@@ -136,3 +136,17 @@ def test_unwritable_output_one_line_exit_2(tool, tmp_path, capsys, one_thread):
     assert tool(weights, blocker) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if not GLOG.match(line)]
     assert len(err) == 1 and "cannot create" in err[0], err
+
+
+@pytest.mark.parametrize("folder", ["existing", "new/"])
+def test_export_output_that_is_a_folder_is_refused(folder, tmp_path, capsys):
+    """--output names a file; a folder (an existing one, or a path ending in /) is a usage
+    error before any work, not torch's "invalid file name" after the trace."""
+    (tmp_path / "existing").mkdir()
+    weights = write_corrupt("truncated.pth", tmp_path)  # never read
+    tool = load_tool("export")
+    argv = ["--config-file", str(COCO_CONFIG), "--weights", weights, "--format", "torchscript"]
+    with pytest.raises(SystemExit) as exit_info:
+        tool.main([*argv, "--output", f"{tmp_path}/{folder}"])
+    assert exit_info.value.code == 2
+    assert "--output names the file to write" in capsys.readouterr().err

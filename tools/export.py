@@ -74,6 +74,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for option, path in (("--config-file", args.config_file), ("--weights", args.weights)):
         if path is not None and not os.path.isfile(path):
             parser.error(f"{option}: no such file: {path}")
+    if args.output.endswith(("/", os.sep)) or os.path.isdir(args.output):
+        parser.error(
+            f"--output names the file to write (model.pt, model.onnx), not a folder: {args.output}"
+        )
     return args
 
 
