@@ -4,8 +4,9 @@ in training.
 The mask head trains on every foreground proposal of the box head's sample: up to
 ``positive_fraction * batch_size_per_image`` RoIs per image (32 in the Synthetic config) once
 the RPN has learnt, however few objects the image holds. Most of them are near-copies around
-the same few objects, and on a CPU they make the mask head the largest part of a training step
-(its convolutions and their backward at every RoI; the box head is two linear layers). A
+the same few objects, and on a CPU they make the mask head the largest of the RoI heads in a
+training step (its convolutions and their backward at every RoI; the Synthetic config's box
+head is two linear layers). A
 uniform random subset per image estimates that image's mean mask loss without bias at a
 fraction of the cost. Across images the weighting changes: the loss is still the mean over the
 RoIs kept, so an image with many foreground RoIs now counts at most N of them against another
