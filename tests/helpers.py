@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 KEYS_DIR = REPO / "tests" / "data" / "vitdet_keys"
 
 COCO_CONFIG = REPO / "configs" / "COCO" / "mask_rcnn_vitdet_b_100ep.py"
+SYNTHETIC_CONFIG = REPO / "configs" / "Synthetic" / "mask_rcnn_vitdet_tiny.py"  # make demo's
 TEST_SIZE = 128  # == ViT img_size == square_pad (follows img_size) == test resize
 # A tiny ViTDet from the COCO recipe: 2 blocks of width 64 at 128 px, slim box / mask heads,
 # few proposals and detections; a zero score threshold in the box predictor so that random

@@ -38,11 +38,18 @@ from vitdet.data.loader import PositionedSampler
 from vitdet.engine import launcher
 from vitdet.engine.launcher import DistributedEnv, distributed_env, first_slurm_host, launch_main
 
-from helpers import REPO, assert_same_run_state, load_tool, tiny_overrides, tiny_synthetic
+from helpers import (
+    REPO,
+    SYNTHETIC_CONFIG,
+    assert_same_run_state,
+    load_tool,
+    tiny_overrides,
+    tiny_synthetic,
+)
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="gloo on Linux / macOS")
 
-CONFIG = str(REPO / "configs" / "Synthetic" / "mask_rcnn_vitdet_tiny.py")
+CONFIG = str(SYNTHETIC_CONFIG)
 TRAIN_NET = str(REPO / "tools" / "train_net.py")
 TOTAL_BATCH = 4  # 2 processes x 2 images, or 1 process x 2 micro-batches of 2
 MAX_ITER = 4

@@ -16,7 +16,7 @@ import torch
 
 from vitdet.data.synthetic import generate
 
-from helpers import REPO, assert_same_run_state, tiny_overrides
+from helpers import REPO, SYNTHETIC_CONFIG, assert_same_run_state, tiny_overrides
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 
@@ -70,7 +70,7 @@ def train(data, output_dir, *extra: str, kill_at: str | None = None) -> int:
     overrides = tiny_overrides(output_dir, train_name, val_name, max_iter=MAX_ITER)
     overrides += ["train.log_period=20"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "KILL_AT": kill_at or ""}
-    config = str(REPO / "configs" / "Synthetic" / "mask_rcnn_vitdet_tiny.py")
+    config = str(SYNTHETIC_CONFIG)
     command = [sys.executable, "-c", LAUNCHER, str(REPO / "tools" / "train_net.py")]
     command += ["--config-file", config, *extra, *register, *overrides]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True).returncode

@@ -36,10 +36,11 @@ from vitdet.modeling.stems import ConvStem
 from vitdet.modeling.vit import ViT
 
 from helpers import REPO, load_tool
+from helpers import SYNTHETIC_CONFIG as SYNTHETIC_PATH
 
+SYNTHETIC_CONFIG = str(SYNTHETIC_PATH)
 MAE_CONFIG = str(REPO / "configs" / "MAE" / "mae_vit_tiny_synthetic.py")
 MAE_B_CONFIG = str(REPO / "configs" / "MAE" / "mae_vit_b.py")
-SYNTHETIC_CONFIG = str(REPO / "configs" / "Synthetic" / "mask_rcnn_vitdet_tiny.py")
 COCO_B_CONFIG = str(REPO / "configs" / "COCO" / "mask_rcnn_vitdet_b_100ep.py")
 
 # 64 px = 4 x 4 patches of 16: 12 masked, 4 visible.

@@ -19,9 +19,7 @@ from vitdet.data import DatasetError, register_coco
 from vitdet.data.subset import parse_subset_name, select_subset, subset_indices
 
 from helpers import REPO, load_tool, tiny_synthetic
-
-SYNTHETIC = REPO / "configs" / "Synthetic" / "mask_rcnn_vitdet_tiny.py"
-
+from helpers import SYNTHETIC_CONFIG as SYNTHETIC
 
 # --- subsets --------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from vitdet.config import load_config
 from vitdet.modeling.roi_heads import MaskSampledROIHeads, sample_instances
 
-from helpers import COCO_CONFIG, REPO, TEST_SIZE, TINY_DETECTOR
+from helpers import COCO_CONFIG, SYNTHETIC_CONFIG, TEST_SIZE, TINY_DETECTOR
 
 SAMPLED = "model.roi_heads._target_=vitdet.modeling.roi_heads.MaskSampledROIHeads"
 
@@ -138,8 +138,7 @@ def test_limit_below_one_is_refused():
 
 
 def test_the_synthetic_configs_cap_is_turned_off_with_null():
-    config = REPO / "configs" / "Synthetic" / "mask_rcnn_vitdet_tiny.py"
-    assert load_config(config, []).model.roi_heads.mask_rois_per_image == 8
-    off = load_config(config, ["model.roi_heads.mask_rois_per_image=null"]).model
+    assert load_config(SYNTHETIC_CONFIG, []).model.roi_heads.mask_rois_per_image == 8
+    off = load_config(SYNTHETIC_CONFIG, ["model.roi_heads.mask_rois_per_image=null"]).model
     assert off.roi_heads.mask_rois_per_image is None
     assert instantiate(off).roi_heads.mask_rois_per_image is None

@@ -12,10 +12,9 @@ from vitdet.config import load_config
 from vitdet.data.coco import register_coco
 from vitdet.data.synthetic import generate
 
-from helpers import REPO, load_tool, tiny_overrides, tiny_synthetic
+from helpers import REPO, SYNTHETIC_CONFIG, load_tool, tiny_overrides, tiny_synthetic
 
 D2_POOLER = "detectron2.modeling.poolers.ROIPooler"
-CONFIG = "configs/Synthetic/mask_rcnn_vitdet_tiny.py"
 
 
 def test_steps_times_the_config_against_overrides(tmp_path, monkeypatch):
@@ -52,7 +51,7 @@ def test_steps_start_from_train_init_checkpoint(tmp_path, monkeypatch):
     register_coco("steps_w_train", *data["train"])
     register_coco("steps_w_val", *data["val"])
     overrides = tiny_overrides(tmp_path / "run", "steps_w_train", "steps_w_val")
-    model = instantiate(load_config(REPO / CONFIG, overrides).model)
+    model = instantiate(load_config(SYNTHETIC_CONFIG, overrides).model)
     torch.save({"model": model.state_dict()}, tmp_path / "same.pth")
     del model.roi_heads.mask_head.predictor  # a model without the mask predictor
     torch.save({"model": model.state_dict()}, tmp_path / "other.pth")

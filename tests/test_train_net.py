@@ -28,8 +28,9 @@ from vitdet.predictor import Predictor
 from vitdet.provenance import Provenance, read_provenance
 
 from helpers import REPO, load_tool, tiny_overrides, tiny_synthetic
+from helpers import SYNTHETIC_CONFIG as SYNTHETIC_PATH
 
-SYNTHETIC_CONFIG = str(REPO / "configs" / "Synthetic" / "mask_rcnn_vitdet_tiny.py")
+SYNTHETIC_CONFIG = str(SYNTHETIC_PATH)
 COCO_CONFIG = str(REPO / "configs" / "COCO" / "mask_rcnn_vitdet_b_100ep.py")
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
