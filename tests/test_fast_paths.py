@@ -18,7 +18,8 @@ def explicit_attention(q, k, v, rel_h, rel_w, scale):
     return ((q @ k.transpose(-2, -1)) * scale + bias).softmax(dim=-1) @ v
 
 
-@pytest.mark.parametrize("chunk_elements", [2 * 3 * 4 * 20, 2**26])  # 4-row chunks / one chunk
+# chunks of 4 query rows of one head / of one head / of one image's heads / one chunk
+@pytest.mark.parametrize("chunk_elements", [4 * 20, 20 * 20, 3 * 20 * 20, 2**26])
 def test_rel_pos_attention_matches_explicit_forward_and_backward(chunk_elements):
     b, nh, kh, kw, d = 2, 3, 5, 4, 8
     n = kh * kw
@@ -45,12 +46,47 @@ def test_rel_pos_attention_uneven_chunks_without_autograd():
     assert (out - explicit_attention(q, k, v, rel_h, rel_w, 0.5)).abs().max() < 1e-6
 
 
-@settings(max_examples=40, deadline=None, derandomize=True)
-@given(
+# attention shapes for the property-based tests: images, heads, and a kh x kw key grid
+ATTENTION_SHAPES = dict(
     batch=st.integers(1, 3),
     num_heads=st.integers(1, 3),
     kh=st.integers(1, 6),
     kw=st.integers(1, 6),
+)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    **ATTENTION_SHAPES,
+    chunk_elements=st.integers(1, 800),  # query rows of one head ... whole images ... all
+)
+def test_sdpa_path_any_shape_and_chunking(batch, num_heads, kh, kw, chunk_elements):
+    # the fp32 path (SDPA per chunk forward, recomputing backward), run in float64, on q, k, v
+    # as the ViT passes them: views of one (b, n, 3, nh, d) qkv map
+    n, d = kh * kw, 4
+    gen = torch.Generator().manual_seed(0)
+    qkv = torch.randn(batch, n, 3, num_heads, d, generator=gen).double().requires_grad_()
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    rel_h = torch.randn(batch, num_heads, n, kh, generator=gen).double().requires_grad_()
+    rel_w = torch.randn(batch, num_heads, n, kw, generator=gen).double().requires_grad_()
+    inputs = (qkv, rel_h, rel_w)
+    out = rel_pos_attention(q, k, v, rel_h, rel_w, scale=0.3, chunk_elements=chunk_elements)
+    expected = explicit_attention(q, k, v, rel_h, rel_w, 0.3)
+    assert out.shape == (batch, num_heads, n, d)
+    assert (out - expected).abs().max() < 1e-12
+    grad = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    got = torch.autograd.grad(out, inputs, grad)
+    want = torch.autograd.grad(expected, inputs, grad)
+    for name, g, w in zip(("qkv", "rel_h", "rel_w"), got, want, strict=True):
+        assert (g - w).abs().max() < 1e-12, name
+    with torch.no_grad():
+        out = rel_pos_attention(q, k, v, rel_h, rel_w, scale=0.3, chunk_elements=chunk_elements)
+    assert (out - expected).abs().max() < 1e-12
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    **ATTENTION_SHAPES,
     head_dim=st.sampled_from([2, 4, 8, 16]),  # kh + kw <= head_dim folds the bias in, or not
     chunk_elements=st.integers(1, 400),  # row chunks of one head ... several whole heads
 )

@@ -34,34 +34,51 @@ import torch.nn.functional as F
 
 __all__ = ["rel_pos_attention"]
 
-# Logits per query chunk (2 ** 26 floats = 256 MB in fp32; ViT-B at 1024 px: 1366 query rows
-# x 4096 keys x 12 heads): large enough for the fused kernels to run at full speed, small
-# enough that the backward pass's few chunk-sized temporaries stay well below the 805 MB
-# attention matrix of the reference.
-CHUNK_ELEMENTS = 2**26
-# Logits per chunk of the explicit low-precision path (2 ** 21 = 4 MB in bf16: 512 query rows of
-# one ViT-B head at 1024 px, or 54 whole 14 x 14 window heads), about the L2 of one core; 2 ** 20
-# and 2 ** 22 were 5-35% slower, a whole head at once (2 ** 24) 2.8x.
+# Logits per chunk, by path (each path's own bound; ``chunk_elements`` can only lower it). The
+# figures: Intel Xeon with AMX, 2 threads, ViT-B global blocks; glibc's default malloc (freed
+# memory kept in brackets).
+# - fp32 forward, SDPA with the chunk's bias as its mask: 2 ** 23 floats (32 MB: at most glibc's
+#   largest mmap threshold, so the reused buffer is not faulted in afresh on every call). Against
+#   one 2 ** 26 chunk of query rows over all heads, a block took 51 ms instead of 71 at 640 px
+#   and 280 (277) instead of 349 (314) at 1024; 2 ** 21 was 8-9% slower.
+SDPA_CHUNK_ELEMENTS = 2**23
+# - backward (recomputed logits, probabilities and their gradient per chunk, fp32): 2 ** 21
+#   floats (8 MB). Forward + backward of a block: 0.24 (0.21) s against 0.43 (0.29) at 640 px,
+#   1.24 (1.32) s against 2.43 (2.02) at 1024, with the backward's chunks of 2 ** 26 over all
+#   heads before; both passes at 2 ** 19: 1.53 (1.51) s, at 2 ** 22 and 2 ** 23 (glibc's
+#   default): 1.62 and 2.03 s.
+BACKWARD_CHUNK_ELEMENTS = 2**21
+# - explicit low-precision forward (2 ** 21 = 4 MB in bf16: 512 query rows of one ViT-B head at
+#   1024 px, or 54 whole 14 x 14 window heads), about the L2 of one core; 2 ** 20 and 2 ** 22
+#   were 5-35% slower, a whole head at once (2 ** 24) 2.8x.
 LOW_PRECISION_CHUNK_ELEMENTS = 2**21
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
+def _even_split(total: int, most: int) -> int:
+    """Items per chunk: at most ``most`` (at least 1), chunks of near-equal size."""
+    num_chunks = -(-total // max(1, most))
+    return -(-total // num_chunks)
+
+
+def _bound(chunk_elements: int | None, own: int) -> int:
+    """A path's chunk size: its ``own`` bound, lowered to ``chunk_elements`` when given."""
+    return own if chunk_elements is None else min(chunk_elements, own)
+
+
 def _chunk_rows(batch: int, num_queries: int, num_keys: int, chunk_elements: int) -> int:
     """Query rows per chunk: at most ``chunk_elements`` logits, chunks of near-equal size."""
-    max_rows = max(1, chunk_elements // (batch * num_keys))
-    num_chunks = -(-num_queries // max_rows)
-    return -(-num_queries // num_chunks)
+    return _even_split(num_queries, chunk_elements // (batch * num_keys))
 
 
-def _expand_bias(
-    rel_h: torch.Tensor, rel_w: torch.Tensor, out: torch.Tensor | None = None
-) -> torch.Tensor:
-    """(B, nq, kh) + (B, nq, kw) -> (B, nq, kh * kw), written into ``out`` when given."""
-    b, nq, kh = rel_h.shape
+def _expand_bias(rel_h: torch.Tensor, rel_w: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
+    """rel_h (..., nq, kh) + rel_w (..., nq, kw) -> (..., nq, kh * kw), written into the front
+    of the flat ``buffer``."""
     kw = rel_w.shape[-1]
-    # b nq kh 1 + b nq 1 kw -> b nq (kh kw)
-    bias = torch.add(rel_h[:, :, :, None], rel_w[:, :, None, :], out=out)
-    return bias.view(b, nq, kh * kw)
+    bias = buffer[: rel_h.numel() * kw].view(*rel_h.shape, kw)
+    # ... nq kh 1 + ... nq 1 kw -> ... nq kh kw
+    torch.add(rel_h[..., :, None], rel_w[..., None, :], out=bias)
+    return bias.flatten(-2)
 
 
 def _add_bias_(logits: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor) -> None:
@@ -129,33 +146,37 @@ def _attend_chunks(
     rel_h: torch.Tensor,
     rel_w: torch.Tensor,
     scale: float,
-    chunk_elements: int,
+    chunk_elements: int | None,
 ) -> torch.Tensor:
     """Forward pass without autograd; shapes as in :func:`rel_pos_attention`."""
     if q.device.type == "cpu" and q.dtype in LOW_PRECISION:
-        chunk_elements = min(chunk_elements, LOW_PRECISION_CHUNK_ELEMENTS)
+        chunk_elements = _bound(chunk_elements, LOW_PRECISION_CHUNK_ELEMENTS)
         return _attend_explicit(q, k, v, rel_h, rel_w, scale, chunk_elements)
+    chunk_elements = _bound(chunk_elements, SDPA_CHUNK_ELEMENTS)
     b, nh, nq, _ = q.shape
     nk = k.shape[2]
-    rows = _chunk_rows(b * nh, nq, nk, chunk_elements)
-    if rows == nq:
-        bias = _expand_bias(rel_h.flatten(0, 1), rel_w.flatten(0, 1)).view(b, nh, nq, nk)
+    # Chunks of whole images, else of whole heads of one image, else of query rows of one head
+    # (q is a view of the qkv map, where b and nh do not flatten without a copy).
+    images = _even_split(b, chunk_elements // (nh * nq * nk))
+    heads = _even_split(nh, chunk_elements // (nq * nk))
+    rows = _even_split(nq, chunk_elements // nk)
+    buffer = q.new_empty(images * heads * rows * nk)  # the bias of one chunk, reused
+    if b * nh * nq * nk <= chunk_elements:  # one chunk (windows, small images): SDPA's output
+        bias = _expand_bias(rel_h, rel_w, buffer)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
-    # One reused bias buffer; the output is written as b nq nh d so that the caller's
-    # b nh nq d -> b nq (nh d) is a view.
-    buffer = q.new_empty(b * nh, rows, rel_h.shape[-1], rel_w.shape[-1])
+    # the output written as b nq nh d, so that the caller's b nh nq d -> b nq (nh d) is a view
     out = q.new_empty(b, nq, nh, v.shape[-1])
-    for start in range(0, nq, rows):
-        stop = min(start + rows, nq)
-        bias = _expand_bias(
-            rel_h[:, :, start:stop].flatten(0, 1),
-            rel_w[:, :, start:stop].flatten(0, 1),
-            out=buffer[:, : stop - start],
-        )
-        chunk = F.scaled_dot_product_attention(
-            q[:, :, start:stop], k, v, attn_mask=bias.view(b, nh, stop - start, nk), scale=scale
-        )
-        out[:, start:stop] = chunk.transpose(1, 2)  # b nh c d -> b c nh d
+    for i in range(0, b, images):
+        bs = slice(i, i + images)
+        for h in range(0, nh, heads):
+            hs = slice(h, h + heads)
+            for start in range(0, nq, rows):
+                rs = slice(start, start + rows)
+                bias = _expand_bias(rel_h[bs, hs, rs], rel_w[bs, hs, rs], buffer)
+                chunk = F.scaled_dot_product_attention(
+                    q[bs, hs, rs], k[bs, hs], v[bs, hs], attn_mask=bias, scale=scale
+                )
+                out[bs, rs, hs] = chunk.transpose(1, 2)  # b h c d -> b c h d
     return out.transpose(1, 2)
 
 
@@ -189,33 +210,38 @@ class _RelPosAttention(torch.autograd.Function):
         grad_v = torch.zeros(v.shape, dtype=acc)
         grad_rel_h = torch.empty_like(rel_h)
         grad_rel_w = torch.empty_like(rel_w)
-        rows = _chunk_rows(b * nh, nq, nk, ctx.chunk_elements)
+        # chunks of whole (image, head) pairs, else of query rows of one
+        chunk_elements = _bound(ctx.chunk_elements, BACKWARD_CHUNK_ELEMENTS)
+        groups = _even_split(b * nh, chunk_elements // (nq * nk))
+        rows = _even_split(nq, chunk_elements // nk)
         k_t, v_t = k_acc.transpose(1, 2), v.transpose(1, 2)
         with torch.autocast(q.device.type, enabled=False):
-            for start in range(0, nq, rows):
-                stop = min(start + rows, nq)
-                q_c, grad_out_c = q_acc[:, start:stop], grad_out[:, start:stop]
-                logits = torch.bmm(q_c, k_t).mul_(scale)
-                _add_bias_(logits, rel_h[:, start:stop], rel_w[:, start:stop])
-                probs = logits.softmax(dim=-1)
-                del logits
-                probs_low = probs.to(dtype)  # probs itself when dtype == acc
-                grad_v += torch.bmm(probs_low.transpose(1, 2), grad_out_c)
-                del probs_low
-                # softmax backward in acc: dS = P * (dP - delta), delta = sum_j P_j dP_j of the
-                # same (rounded) dP
-                grad_logits = torch.bmm(grad_out_c, v_t).to(acc)
-                delta = torch.einsum("bij,bij->bi", probs, grad_logits).unsqueeze_(-1)
-                grad_logits.sub_(delta).mul_(probs)
-                del probs
-                # (B, c, kh * kw): row sums give d rel_h, column sums d rel_w
-                grid = grad_logits.view(-1, stop - start, kh, kw)
-                grad_rel_h[:, start:stop] = grid.sum(-1)
-                grad_rel_w[:, start:stop] = grid.sum(-2)
-                del grid
-                grad_logits = grad_logits.to(dtype)
-                grad_q[:, start:stop] = torch.bmm(grad_logits, k).mul_(scale)
-                grad_k += torch.bmm(grad_logits.transpose(1, 2), q[:, start:stop]).mul_(scale)
+            for group in range(0, b * nh, groups):
+                gs = slice(group, group + groups)
+                for start in range(0, nq, rows):
+                    rs = slice(start, start + rows)
+                    q_c, grad_out_c = q_acc[gs, rs], grad_out[gs, rs]
+                    logits = torch.bmm(q_c, k_t[gs]).mul_(scale)
+                    _add_bias_(logits, rel_h[gs, rs], rel_w[gs, rs])
+                    probs = logits.softmax(dim=-1)
+                    del logits
+                    probs_low = probs.to(dtype)  # probs itself when dtype == acc
+                    grad_v[gs] += torch.bmm(probs_low.transpose(1, 2), grad_out_c)
+                    del probs_low
+                    # softmax backward in acc: dS = P * (dP - delta), delta = sum_j P_j dP_j of
+                    # the same (rounded) dP
+                    grad_logits = torch.bmm(grad_out_c, v_t[gs]).to(acc)
+                    delta = torch.einsum("bij,bij->bi", probs, grad_logits).unsqueeze_(-1)
+                    grad_logits.sub_(delta).mul_(probs)
+                    del probs
+                    # (B, c, kh * kw): row sums give d rel_h, column sums d rel_w
+                    grid = grad_logits.view(*grad_logits.shape[:2], kh, kw)
+                    grad_rel_h[gs, rs] = grid.sum(-1)
+                    grad_rel_w[gs, rs] = grid.sum(-2)
+                    del grid
+                    grad_logits = grad_logits.to(dtype)
+                    grad_q[gs, rs] = torch.bmm(grad_logits, k[gs]).mul_(scale)
+                    grad_k[gs] += torch.bmm(grad_logits.transpose(1, 2), q[gs, rs]).mul_(scale)
         grads = (grad_q, grad_k, grad_v, grad_rel_h, grad_rel_w)
         # (b nh) n x -> b nh n x, in the input dtype
         return (*(g.view(b, nh, *g.shape[1:]).to(dtype) for g in grads), None, None)
@@ -229,7 +255,7 @@ def rel_pos_attention(
     rel_w: torch.Tensor,
     *,
     scale: float,
-    chunk_elements: int = CHUNK_ELEMENTS,
+    chunk_elements: int | None = None,
 ) -> torch.Tensor:
     """softmax(scale * q k^T + bias) v with ``bias[i, (a, b)] = rel_h[i, a] + rel_w[i, b]``.
 
@@ -237,7 +263,8 @@ def rel_pos_attention(
         q: (B, nh, Nq, d); k, v: (B, nh, Nk, d) with the keys in row-major (kh, kw) order.
         rel_h: (B, nh, Nq, kh) row term; rel_w: (B, nh, Nq, kw) column term; kh * kw = Nk.
         scale: logit scale (``d ** -0.5``).
-        chunk_elements: at most this many logits (per batch x heads x query rows) at a time.
+        chunk_elements: at most this many logits (images x heads x query rows x keys) at a
+            time; None: each path's own bound (``*_CHUNK_ELEMENTS``).
     Returns:
         (B, nh, Nq, d).
     """
