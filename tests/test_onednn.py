@@ -64,18 +64,32 @@ def assert_matches_reference(layer: nn.Linear, gelu: str | None) -> None:
 
 
 @needs_onednn
+@pytest.mark.parametrize("trains_on_onednn", [True, False])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("gelu", [None, "none", "tanh"])
-def test_linear_matches_torch_forward_and_backward(gelu, bias, op_calls):
+def test_linear_matches_torch_forward_and_backward(
+    gelu, bias, trains_on_onednn, op_calls, monkeypatch
+):
+    monkeypatch.setattr(onednn, "trains_on_onednn", lambda: trains_on_onednn)
     torch.manual_seed(0)
     assert_matches_reference(nn.Linear(16, 24, bias=bias), gelu)
-    # on oneDNN: the forward and the two backward GEMMs, then the fused no-grad call
+    # on oneDNN: the forward and the two backward GEMMs when it trains, then the fused no-grad
+    # call
     expected_attr = "none" if gelu is None else "gelu"
-    assert op_calls == ["none", "none", "none", expected_attr]
+    assert op_calls == ["none", "none", "none"] * trains_on_onednn + [expected_attr]
+
+
+@pytest.mark.parametrize(
+    "vendor, expected", [("GenuineIntel", False), ("AuthenticAMD", True), ("", True)]
+)
+def test_training_gemms_leave_onednn_on_intel_only(monkeypatch, vendor, expected):
+    monkeypatch.setattr(onednn, "cpu_vendor", lambda: vendor)
+    assert onednn.trains_on_onednn.__wrapped__() is expected
 
 
 @needs_onednn
-def test_switch_turns_the_op_off_and_on(op_calls):
+def test_switch_turns_the_op_off_and_on(op_calls, monkeypatch):
+    monkeypatch.setattr(onednn, "trains_on_onednn", lambda: True)  # the layer needs gradients
     layer = nn.Linear(8, 4)
     x = torch.randn(3, 8)
     onednn.linear(x, layer)

@@ -24,6 +24,7 @@ __all__ = [
     "AmpChoice",
     "cpu_flags",
     "cpu_model",
+    "cpu_vendor",
     "keep_freed_memory",
     "release_freed_memory",
     "resolve_amp_dtype",
@@ -52,6 +53,11 @@ def _cpuinfo() -> dict[str, str]:
 def cpu_model() -> str:
     """The CPU's model name ("AMD EPYC", "Intel(R) Xeon(R) ...")."""
     return _cpuinfo().get("model name") or platform.processor() or platform.machine()
+
+
+def cpu_vendor() -> str:
+    """The CPU's vendor id ("GenuineIntel", "AuthenticAMD"; empty where /proc/cpuinfo is not)."""
+    return _cpuinfo().get("vendor_id", "")
 
 
 def cpu_flags() -> frozenset[str]:
