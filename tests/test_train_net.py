@@ -4,6 +4,7 @@ checkpoints, checked overrides, dataset errors; the engine pieces in isolation."
 import json
 import shutil
 import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -480,3 +481,25 @@ def test_training_skips_and_counts_an_unreadable_image(dataset, tmp_path, capsys
 
     assert run([*register, *tiny_overrides(tmp_path / "strict", *names)]) == 2
     assert "1 of 8 training images could not be used" in capsys.readouterr().err
+
+
+def test_ddp_stride_warning_is_silenced_for_size_one_dimensions_only():
+    # DDP's message (torch 2.14, reducer.cpp) for the mask predictor's 1 x 1 weight, and for a
+    # 3 x 3 weight whose layout really differs
+    from vitdet.engine.runner import _SIZE_ONE_STRIDES_WARNING
+
+    def message(sizes, grad_strides, view_strides):
+        return (
+            "Grad strides do not match bucket view strides. This may indicate grad was not "
+            "created according to the gradient layout contract, or that the param's strides "
+            "changed since DDP was constructed.  This is not an error, but may impair "
+            f"performance.\ngrad.sizes() = {sizes}, strides() = {grad_strides}\n"
+            f"bucket_view.sizes() = {sizes}, strides() = {view_strides} (Triggered internally)"
+        )
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", message=_SIZE_ONE_STRIDES_WARNING, category=UserWarning)
+        warnings.warn(message([5, 64, 1, 1], [64, 1, 64, 64], [64, 1, 1, 1]), UserWarning)
+        warnings.warn(message([8, 4, 3, 3], [36, 1, 12, 4], [36, 9, 3, 1]), UserWarning)
+    assert len(caught) == 1 and "[8, 4, 3, 3]" in str(caught[0].message)

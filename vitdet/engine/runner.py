@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -100,6 +101,15 @@ def build_model(cfg: DictConfig) -> torch.nn.Module:
     return model
 
 
+# DDP warns once per process when a gradient's strides differ from its bucket's ("... may impair
+# performance"). The weight gradient of a 1 x 1 convolution on a channels-last input (the mask
+# predictor) differs only in the strides of its two size-1 dimensions, which address no memory:
+# the same layout, so the warning is noise there. Every other mismatch still warns.
+_SIZE_ONE_STRIDES_WARNING = (
+    r"(?s)Grad strides do not match bucket view strides.*grad\.sizes\(\) = \[\d+, \d+, 1, 1\]"
+)
+
+
 def _wrap_ddp(cfg: DictConfig, model: torch.nn.Module) -> torch.nn.Module:
     """``model`` in DistributedDataParallel when there are several processes (CPU: gloo).
 
@@ -112,6 +122,8 @@ def _wrap_ddp(cfg: DictConfig, model: torch.nn.Module) -> torch.nn.Module:
             dist.broadcast(buffer.data, src=0)
     on_cpu = torch.device(cfg.train.device).type == "cpu"
     device_ids = None if on_cpu else [comm.get_local_rank()]
+    if comm.get_world_size() > 1:
+        warnings.filterwarnings("ignore", message=_SIZE_ONE_STRIDES_WARNING, category=UserWarning)
     return create_ddp_model(model, device_ids=device_ids, **cfg.train.ddp)
 
 
