@@ -500,6 +500,9 @@ def test_ddp_stride_warning_is_silenced_for_size_one_dimensions_only():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         warnings.filterwarnings("ignore", message=_SIZE_ONE_STRIDES_WARNING, category=UserWarning)
-        warnings.warn(message([5, 64, 1, 1], [64, 1, 64, 64], [64, 1, 1, 1]), UserWarning)
-        warnings.warn(message([8, 4, 3, 3], [36, 1, 12, 4], [36, 9, 3, 1]), UserWarning)
+        for sizes, grad_strides, view_strides in [
+            ([5, 64, 1, 1], [64, 1, 64, 64], [64, 1, 1, 1]),
+            ([8, 4, 3, 3], [36, 1, 12, 4], [36, 9, 3, 1]),
+        ]:
+            warnings.warn(message(sizes, grad_strides, view_strides), UserWarning, stacklevel=1)
     assert len(caught) == 1 and "[8, 4, 3, 3]" in str(caught[0].message)
