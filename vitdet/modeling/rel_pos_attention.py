@@ -1,10 +1,10 @@
-"""Attention with a decomposed relative-position bias, computed in query chunks.
+"""Attention with a decomposed relative-position bias, computed in chunks.
 
 The bias of MViTv2 / ViTDet is a row term plus a column term,
 ``bias[q, (kh, kw)] = rel_h[q, kh] + rel_w[q, kw]``, so it is stored as the two small tables
-and expanded one query chunk at a time. Neither the full (N, N) bias nor the (N, N) attention
-matrix ever exists: at 1024 px a global block of ViT-B would need 12 x 4096 x 4096 floats
-(805 MB) for each. The forward pass is ``F.scaled_dot_product_attention`` per chunk (the fused
+and expanded one chunk (whole images, whole heads, or query rows of one head) at a time.
+Neither the full (N, N) bias nor the (N, N) attention matrix ever exists: at 1024 px a global
+block of ViT-B would need 12 x 4096 x 4096 floats (805 MB) for each. The forward pass is ``F.scaled_dot_product_attention`` per chunk (the fused
 CPU / flash / memory-efficient kernels); the backward pass recomputes each chunk's
 probabilities instead of storing them (as flash attention does), and returns the gradients of
 the two tables as row / column sums of the logits' gradient.

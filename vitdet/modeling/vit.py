@@ -94,7 +94,7 @@ class Attention(nn.Module):
     the qkv rows of a zero input, i.e. the qkv bias.
 
     ``use_fused_attn`` computes qkv and the projection for real tokens only (pads the qkv map
-    with the bias row) and attends with :func:`rel_pos_attention` (fused SDPA per query chunk,
+    with the bias row) and attends with :func:`rel_pos_attention` (fused SDPA per chunk,
     or in bf16 / fp16 on the CPU explicit matmuls per cache-sized chunk; no (N, N) bias or
     attention matrix stored); the plain path is the reference: zero-pad,
     explicit logits and softmax. Both give the same result (tested).
