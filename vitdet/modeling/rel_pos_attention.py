@@ -4,10 +4,11 @@ The bias of MViTv2 / ViTDet is a row term plus a column term,
 ``bias[q, (kh, kw)] = rel_h[q, kh] + rel_w[q, kw]``, so it is stored as the two small tables
 and expanded one chunk (whole images, whole heads, or query rows of one head) at a time.
 Neither the full (N, N) bias nor the (N, N) attention matrix ever exists: at 1024 px a global
-block of ViT-B would need 12 x 4096 x 4096 floats (805 MB) for each. The forward pass is ``F.scaled_dot_product_attention`` per chunk (the fused
-CPU / flash / memory-efficient kernels); the backward pass recomputes each chunk's
-probabilities instead of storing them (as flash attention does), and returns the gradients of
-the two tables as row / column sums of the logits' gradient.
+block of ViT-B would need 12 x 4096 x 4096 floats (805 MB) for each. The forward pass is
+``F.scaled_dot_product_attention`` per chunk (the fused CPU / flash / memory-efficient
+kernels); the backward pass recomputes each chunk's probabilities instead of storing them (as
+flash attention does), and returns the gradients of the two tables as row / column sums of the
+logits' gradient.
 
 In bf16 / fp16 on the CPU the forward pass is explicit instead: matmul, bias, softmax, matmul, in
 cache-sized chunks of whole heads or query rows. SDPA's CPU kernel computes bf16 no faster than
