@@ -45,20 +45,25 @@ def reference(x: torch.Tensor, layer: nn.Linear, gelu: str | None) -> torch.Tens
     return out if gelu is None else F.gelu(out, approximate=gelu)
 
 
-def assert_matches_reference(layer: nn.Linear, gelu: str | None) -> None:
-    """``linear`` vs ``F.linear`` (+ GELU): forward with and without autograd, and backward."""
-    x = torch.randn(2, 3, 5, layer.in_features, requires_grad=True)
-    out = onednn.linear(x, layer, gelu=gelu)
-    expected = reference(x, layer, gelu)
+def assert_same_outputs_and_gradients(out, expected, inputs) -> None:
+    """out == expected within FORWARD_TOL; their gradients w.r.t. ``inputs`` for one random
+    output gradient within BACKWARD_TOL."""
     assert (out - expected).abs().max() < FORWARD_TOL
     grad = torch.randn_like(out)
-    params = [x, *layer.parameters()]  # weight [, bias]
     for g, w in zip(
-        torch.autograd.grad(out, params, grad),
-        torch.autograd.grad(expected, params, grad),
+        torch.autograd.grad(out, inputs, grad),
+        torch.autograd.grad(expected, inputs, grad),
         strict=True,
     ):
         assert (g - w).abs().max() < BACKWARD_TOL
+
+
+def assert_matches_reference(layer: nn.Linear, gelu: str | None) -> None:
+    """``linear`` vs ``F.linear`` (+ GELU): forward with and without autograd, and backward."""
+    x = torch.randn(2, 3, 5, layer.in_features, requires_grad=True)
+    expected = reference(x, layer, gelu)
+    params = [x, *layer.parameters()]  # weight [, bias]
+    assert_same_outputs_and_gradients(onednn.linear(x, layer, gelu=gelu), expected, params)
     with torch.no_grad():
         assert (onednn.linear(x, layer, gelu=gelu) - expected).abs().max() < FORWARD_TOL
 
@@ -147,3 +152,53 @@ def test_matmul_is_x_times_weight_transposed():
     torch.manual_seed(0)
     x, weight = torch.randn(7, 16), torch.randn(24, 16)
     assert (onednn.matmul(x, weight) - x @ weight.T).abs().max() < FORWARD_TOL
+
+
+def plain_mlp(x, fc1, fc2, approximate):
+    return F.linear(
+        F.gelu(F.linear(x, fc1.weight, fc1.bias), approximate=approximate), fc2.weight, fc2.bias
+    )
+
+
+def saved_numel(fn) -> tuple[torch.Tensor, int]:
+    """fn()'s output and the number of elements autograd saved for its backward."""
+    numel = []
+
+    def pack(t):
+        numel.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, sum(numel)
+
+
+@pytest.mark.parametrize("trains_on_onednn", [True, False])
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_gelu_mlp_matches_torch_and_does_not_store_gelus_output(
+    trains_on_onednn, approximate, bias, monkeypatch
+):
+    monkeypatch.setattr(onednn, "trains_on_onednn", lambda: trains_on_onednn)
+    torch.manual_seed(0)
+    fc1, fc2 = nn.Linear(16, 64, bias=bias), nn.Linear(64, 16, bias=bias)
+    x = torch.randn(2, 3, 5, 16, requires_grad=True)
+    out, stored = saved_numel(lambda: onednn.gelu_mlp(x, fc1, fc2, approximate=approximate))
+    expected, stored_plain = saved_numel(lambda: plain_mlp(x, fc1, fc2, approximate))
+    # the plain composition also keeps GELU's output, 2 * 3 * 5 * 64 floats, for fc2
+    assert stored_plain - stored == 2 * 3 * 5 * 64
+    params = [x, *fc1.parameters(), *fc2.parameters()]
+    assert_same_outputs_and_gradients(out, expected, params)
+    with torch.no_grad():
+        got = onednn.gelu_mlp(x, fc1, fc2, approximate=approximate)
+        assert (got - expected).abs().max() < FORWARD_TOL
+
+
+def test_gelu_mlp_under_autocast_is_the_plain_composition():
+    torch.manual_seed(0)
+    fc1, fc2 = nn.Linear(16, 64), nn.Linear(64, 16)
+    x = torch.randn(4, 16, requires_grad=True)
+    with torch.autocast("cpu", torch.bfloat16):
+        out = onednn.gelu_mlp(x, fc1, fc2, approximate="none")
+        expected = onednn.linear(onednn.linear(x, fc1, gelu="none"), fc2)
+    assert out.dtype == torch.bfloat16 and torch.equal(out, expected)

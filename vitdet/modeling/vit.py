@@ -21,7 +21,7 @@ import torch.utils.checkpoint
 from detectron2.layers.batch_norm import LayerNorm as ChannelLayerNorm
 from detectron2.modeling import Backbone
 
-from .onednn import linear
+from .onednn import gelu_mlp, linear
 from .pos_embed import (
     PosEmbedType,
     decomposed_rel_pos_bias,
@@ -80,8 +80,8 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.act, nn.GELU):  # fused into fc1 where possible
-            return linear(linear(x, self.fc1, gelu=self.act.approximate), self.fc2)
+        if isinstance(self.act, nn.GELU):  # fused into fc1 (inference), recomputed (training)
+            return gelu_mlp(x, self.fc1, self.fc2, approximate=self.act.approximate)
         return linear(self.act(linear(x, self.fc1)), self.fc2)
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..onednn import linear
+from ..onednn import gelu_mlp, linear
 
 __all__ = ["LinMlp", "HeadMlp"]
 
@@ -32,8 +32,8 @@ class LinMlp(nn.Module):
         self.act = act_layer()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.act, nn.GELU):  # fused into lin1 where possible
-            return linear(linear(x, self.lin1, gelu=self.act.approximate), self.lin2)
+        if isinstance(self.act, nn.GELU):  # fused into lin1 (inference), recomputed (training)
+            return gelu_mlp(x, self.lin1, self.lin2, approximate=self.act.approximate)
         return linear(self.act(linear(x, self.lin1)), self.lin2)
 
 
