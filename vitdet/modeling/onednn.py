@@ -7,6 +7,8 @@ but MKL computes the two backward GEMMs faster, with the transposed operands as 
 (ViT-B at 1024 px, 4096 tokens, Intel Xeon with AMX, 2 threads: the weight gradient of a
 768 -> 3072 layer 58 ms against 98 for oneDNN with the copies it needs, the input gradient
 53 against 63), so there layers that need gradients stay on ``F.linear`` (MKL) altogether.
+The MLP built on these layers, :func:`gelu_mlp`, lives here too: in training it recomputes
+GELU's output for the second layer's backward instead of storing it.
 
 The kernel is a private op, ``torch.ops.mkldnn._linear_pointwise``: torch is pinned, the op is
 called only from this module, only when :func:`is_available` says it exists, and every other
@@ -212,7 +214,7 @@ def gelu_mlp(x: torch.Tensor, fc1: nn.Linear, fc2: nn.Linear, *, approximate: st
 
     Without gradients: fc1 and GELU as one call (:func:`linear`). With gradients, outside
     autocast: GELU's output is not stored for fc2's backward but recomputed there from fc1's
-    (ViT-B training at 1024 px: peak memory 4.0 instead of 4.55 GB, for one elementwise pass per
+    (ViT-B training at 1024 px: peak memory 4.0 instead of 4.5 GB, for one elementwise pass per
     block); fc2's GEMMs on oneDNN where :func:`linear`'s would be. Under autocast as
     ``linear(linear(x, fc1, gelu=...), fc2)`` (its activations are half the size there)."""
     same_dtype = x.dtype == fc1.weight.dtype == fc2.weight.dtype
