@@ -34,7 +34,7 @@ def test_tiny_benchmark_report(tmp_path, monkeypatch):
     tool = run_tool(monkeypatch, *args, "--tasks", *tasks)
     result = json.loads(out.read_text())
     assert {"machine", "ceiling", "rows", "args"} <= set(result)
-    assert {"cpu", "cores", "threads", "torch", "date"} <= set(result["machine"])
+    assert {"cpu", "cores", "threads", "torch", "date", "training_gemms"} <= set(result["machine"])
     assert result["ceiling"]["best_gflops"] == max(result["ceiling"]["gflops"].values())
     rows = {row["task"]: row for row in result["rows"]}
     assert list(rows) == ["backbone_infer", "backbone_infer_bf16", "backbone_train"]
@@ -52,6 +52,7 @@ def test_tiny_benchmark_report(tmp_path, monkeypatch):
     assert set(bf16) == {"ref", "ours"}
     assert "| B | backbone_infer |" in tool.markdown(result)
     assert "B backbone_train: in the kernel (medians) ref " in tool.markdown(result)
+    assert "our training GEMMs: " in tool.markdown(result)
 
 
 def test_memory_probe_reports_the_task_peak(capsys, monkeypatch):

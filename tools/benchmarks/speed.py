@@ -338,6 +338,8 @@ def machine_info(args) -> dict:
         "load_average_start": os.getloadavg(),
         "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "(default)"),
         "malloc": "freed memory kept" if args.keep_freed_memory else "glibc default",
+        # ours: whose GEMMs the linear layers' training uses (CPU-dependent, vitdet.modeling.onednn)
+        "training_gemms": "oneDNN" if onednn.trains_on_onednn() else "MKL (torch's default)",
     }
     if args.device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
@@ -414,7 +416,7 @@ def markdown(result: dict) -> str:
         f"Machine: {m['cpu']}, native bf16: {m['cpu_bf16']}, {m['cores']} cores, "
         f"{m['threads']} threads, torch {m['torch']}, "
         f"{m['device']}, {m['date']}, load average at start {m['load_average_start'][0]:.1f}, "
-        f"malloc: {m['malloc']}"
+        f"malloc: {m['malloc']}, our training GEMMs: {m['training_gemms']}"
     )
     return "\n".join(lines)
 
