@@ -120,10 +120,9 @@ def _wrap_ddp(cfg: DictConfig, model: torch.nn.Module) -> torch.nn.Module:
     if comm.get_world_size() > 1:
         for buffer in model.buffers():
             dist.broadcast(buffer.data, src=0)
+        warnings.filterwarnings("ignore", message=_SIZE_ONE_STRIDES_WARNING, category=UserWarning)
     on_cpu = torch.device(cfg.train.device).type == "cpu"
     device_ids = None if on_cpu else [comm.get_local_rank()]
-    if comm.get_world_size() > 1:
-        warnings.filterwarnings("ignore", message=_SIZE_ONE_STRIDES_WARNING, category=UserWarning)
     return create_ddp_model(model, device_ids=device_ids, **cfg.train.ddp)
 
 

@@ -67,9 +67,13 @@ def _bound(chunk_elements: int | None, own: int) -> int:
     return own if chunk_elements is None else min(chunk_elements, own)
 
 
-def _chunk_rows(batch: int, num_queries: int, num_keys: int, chunk_elements: int) -> int:
-    """Query rows per chunk: at most ``chunk_elements`` logits, chunks of near-equal size."""
-    return _even_split(num_queries, chunk_elements // (batch * num_keys))
+def _heads_and_rows(
+    num_heads: int, num_queries: int, num_keys: int, chunk_elements: int
+) -> tuple[int, int]:
+    """Heads and query rows per chunk of at most ``chunk_elements`` logits: whole heads while
+    one fits (rows = all), else query rows of one head; chunks of near-equal size."""
+    heads = _even_split(num_heads, chunk_elements // (num_queries * num_keys))
+    return heads, _even_split(num_queries, chunk_elements // num_keys)
 
 
 def _expand_bias(rel_h: torch.Tensor, rel_w: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
@@ -124,9 +128,7 @@ def _attend_explicit(
     # (b nh) nk x -> (b nh) x nk
     q, k_t = q.contiguous(), k.transpose(1, 2).contiguous()
     v = v.reshape(b * nh, nk, v.shape[-1]).contiguous()
-    # whole heads per chunk when one fits, else query rows of one head
-    heads = max(1, min(b * nh, chunk_elements // (nq * nk)))
-    rows = nq if heads > 1 else _chunk_rows(1, nq, nk, chunk_elements)
+    heads, rows = _heads_and_rows(b * nh, nq, nk, chunk_elements)
     out = q.new_empty(b * nh, nq, v.shape[-1])
     with torch.autocast(q.device.type, enabled=False):
         for h in range(0, b * nh, heads):
@@ -159,8 +161,7 @@ def _attend_chunks(
     # Chunks of whole images, else of whole heads of one image, else of query rows of one head
     # (q is a view of the qkv map, where b and nh do not flatten without a copy).
     images = _even_split(b, chunk_elements // (nh * nq * nk))
-    heads = _even_split(nh, chunk_elements // (nq * nk))
-    rows = _even_split(nq, chunk_elements // nk)
+    heads, rows = _heads_and_rows(nh, nq, nk, chunk_elements)
     buffer = q.new_empty(images * heads * rows * nk)  # the bias of one chunk, reused
     if b * nh * nq * nk <= chunk_elements:  # one chunk (windows, small images): SDPA's output
         bias = _expand_bias(rel_h, rel_w, buffer)
@@ -213,8 +214,7 @@ class _RelPosAttention(torch.autograd.Function):
         grad_rel_w = torch.empty_like(rel_w)
         # chunks of whole (image, head) pairs, else of query rows of one
         chunk_elements = _bound(ctx.chunk_elements, BACKWARD_CHUNK_ELEMENTS)
-        groups = _even_split(b * nh, chunk_elements // (nq * nk))
-        rows = _even_split(nq, chunk_elements // nk)
+        groups, rows = _heads_and_rows(b * nh, nq, nk, chunk_elements)
         k_t, v_t = k_acc.transpose(1, 2), v.transpose(1, 2)
         with torch.autocast(q.device.type, enabled=False):
             for group in range(0, b * nh, groups):
