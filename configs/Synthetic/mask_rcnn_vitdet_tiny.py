@@ -103,9 +103,9 @@ dataloader.test.num_workers = 1
 # (issue 14's time to accuracy: box >= 50 and mask >= 45 within 12 minutes). 1500 it gave 52.8 /
 # 51.0 in 14.5 min (its AP at 1000 it: 49.2 / 47.5; 1250: 52.5 / 51.2); 1000 it alone 49.3 / 46.3.
 # `make demo` trains it as 2 processes x 1 thread (Makefile): on an Intel Xeon with AMX, 11.0
-# min (0.59 s per step) to 50.9 / 48.8 without drop path and with test_score_thresh 0 (README,
-# Results). With the one-conv RPN head, 500 proposals per level and 8 mask RoIs per image
-# (above), 7.3-7.6 min (0.39-0.40 s per step) to 50.6 / 47.1; in fp32 with oneDNN held to
+# min (0.59 s per step) to 50.9 / 48.8 without drop path and with test_score_thresh 0
+# (docs/BENCHMARKS.md). With the one-conv RPN head, 500 proposals per level and 8 mask RoIs per
+# image (above), 7.3-7.6 min (0.39-0.40 s per step) to 50.6 / 47.1; in fp32 with oneDNN held to
 # AVX-512 without bf16 (a stand-in for a CPU without native bf16): 9.9-10.9 min to 50.7 / 47.2
 # (seed 0, two runs) and 10.4 min to 51.8 / 47.0 (seed 1).
 train.max_iter = 1100
