@@ -6,7 +6,7 @@ DEMO_OUT := output/synthetic
 # The demo trains with two processes of one thread each where there are two cores or more
 # (gloo, as --num-gpus does on a CPU), each on half of every batch: on 2 cores 1.17x faster per
 # step than one process with two threads, whose many small ops run on one core while the other
-# waits (README, Results). The cores are split between the processes.
+# waits (docs/BENCHMARKS.md). The cores are split between the processes.
 NPROC := $(shell nproc 2>/dev/null || echo 1)
 DEMO_PROCS ?= $(if $(filter 1,$(NPROC)),1,2)
 DEMO_THREADS ?= $(shell echo $$(( $(NPROC) / $(DEMO_PROCS) )))
