@@ -94,17 +94,18 @@ def matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return _linear_op(x, weight, None)
 
 
-def _backward_gemms(
+def _linear_backward(
     grad_y: torch.Tensor,
     x: torch.Tensor,
     weight: torch.Tensor,
     *,
     needs_x: bool,
     needs_weight: bool,
+    needs_bias: bool,
     on_onednn: bool,
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The input and weight gradients of y = x W^T: dx = dy W (..., in) and dW = dy^T x
-    (out, in), on oneDNN or with torch's GEMM (MKL on the CPU)."""
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """The gradients of y = x W^T + b, each None unless needed: dx = dy W (..., in) and
+    dW = dy^T x (out, in), on oneDNN or with torch's GEMM (MKL on the CPU), and db = sum dy."""
     grad_x = grad_weight = None
     grad_y2d, x2d = grad_y.reshape(-1, grad_y.shape[-1]), x.reshape(-1, x.shape[-1])
     if on_onednn:
@@ -119,7 +120,8 @@ def _backward_gemms(
             grad_x = grad_y @ weight
         if needs_weight:
             grad_weight = grad_y2d.t() @ x2d
-    return grad_x, grad_weight
+    grad_bias = grad_y2d.sum(0) if needs_bias else None
+    return grad_x, grad_weight, grad_bias
 
 
 class _OneDNNLinear(torch.autograd.Function):
@@ -135,11 +137,15 @@ class _OneDNNLinear(torch.autograd.Function):
     def backward(ctx, grad_y):
         x, weight = ctx.saved_tensors
         needs_x, needs_weight, needs_bias = ctx.needs_input_grad
-        grad_x, grad_weight = _backward_gemms(
-            grad_y, x, weight, needs_x=needs_x, needs_weight=needs_weight, on_onednn=True
+        return _linear_backward(
+            grad_y,
+            x,
+            weight,
+            needs_x=needs_x,
+            needs_weight=needs_weight,
+            needs_bias=ctx.has_bias and needs_bias,
+            on_onednn=True,
         )
-        grad_bias = grad_y.flatten(0, -2).sum(0) if ctx.has_bias and needs_bias else None
-        return grad_x, grad_weight, grad_bias
 
 
 class _GeluLinear(torch.autograd.Function):
@@ -160,14 +166,19 @@ class _GeluLinear(torch.autograd.Function):
         h, weight = ctx.saved_tensors
         needs_h, needs_weight, needs_bias = ctx.needs_input_grad[:3]
         a = F.gelu(h, approximate=ctx.approximate)
-        grad_a, grad_weight = _backward_gemms(
-            grad_y, a, weight, needs_x=needs_h, needs_weight=needs_weight, on_onednn=ctx.on_onednn
+        grad_a, grad_weight, grad_bias = _linear_backward(
+            grad_y,
+            a,
+            weight,
+            needs_x=needs_h,
+            needs_weight=needs_weight,
+            needs_bias=ctx.has_bias and needs_bias,
+            on_onednn=ctx.on_onednn,
         )
         del a
         grad_h = None
         if needs_h:
             grad_h = torch.ops.aten.gelu_backward(grad_a, h, approximate=ctx.approximate)
-        grad_bias = grad_y.flatten(0, -2).sum(0) if ctx.has_bias and needs_bias else None
         return grad_h, grad_weight, grad_bias, None, None
 
 
